@@ -1,0 +1,9 @@
+"""The one exception type for user errors."""
+
+
+class DiffeoProbeError(ValueError):
+    """A user error: bad input, a missing file, an unknown name.
+
+    The message always names the offending parameter and what is allowed, so the CLI can print it
+    without a traceback (exit code 2).
+    """
