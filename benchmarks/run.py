@@ -1,0 +1,100 @@
+"""Run every benchmark and print one table of ratios measured in the same process.
+
+    python benchmarks/run.py            # all benchmarks, full sizes
+    python benchmarks/run.py --quick    # smaller sizes (a smoke test)
+    python benchmarks/run.py --write    # also write benchmarks/RESULTS.md and results.json
+
+Each ``benchmarks/bench_*.py`` exposes ``run(quick: bool) -> list[dict]`` with the keys of
+``COLUMNS``; ``ratio`` is stated so that the target reads directly (a speed-up, or a cost ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+COLUMNS = ("benchmark", "baseline", "candidate_s", "baseline_s", "ratio", "target", "ok", "note")
+
+
+def machine() -> dict[str, str]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+def load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def markdown(rows: list[dict], info: dict[str, str]) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()),
+        "",
+    ]
+    lines += [
+        "| benchmark | baseline | candidate (s) | baseline (s) | ratio | target | ok | note |",
+        "|---" * 8 + "|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['benchmark']} | {r['baseline']} | {r['candidate_s']:.4g} | {r['baseline_s']:.4g} | "
+            f"{r['ratio']:.3g} | {r['target']} | {'yes' if r['ok'] else 'NO'} | {r['note']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--write", action="store_true", help="write RESULTS.md and results.json")
+    parser.add_argument("--only", help="run only bench_<ONLY>.py")
+    args = parser.parse_args()
+    info = machine()
+    rows: list[dict] = []
+    for path in sorted(HERE.glob("bench_*.py")):
+        if args.only and path.stem != f"bench_{args.only}":
+            continue
+        print(f"running {path.name} ...", file=sys.stderr, flush=True)
+        rows += load(path).run(quick=args.quick)
+    text = markdown(rows, info)
+    print(text)
+    if args.write:
+        (HERE / "RESULTS.md").write_text(text + "\nMade by `python benchmarks/run.py --write`.\n")
+        (HERE / "results.json").write_text(
+            json.dumps({"machine": info, "rows": rows}, indent=2) + "\n"
+        )
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

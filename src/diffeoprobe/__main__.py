@@ -1,0 +1,5 @@
+"""``python -m diffeoprobe``."""
+
+from diffeoprobe.cli import main
+
+main()

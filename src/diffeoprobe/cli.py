@@ -1,0 +1,258 @@
+"""The ``diffeoprobe`` command line: a thin layer over the library (Typer).
+
+User errors (:class:`DiffeoProbeError`) are printed as one line on standard error with exit code 2,
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from diffeoprobe.errors import DiffeoProbeError
+
+app = typer.Typer(
+    name="diffeoprobe",
+    help="Measure how sensitive each layer of a network is to smooth deformations versus noise.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _options(pairs: list[str] | None, flag: str) -> dict[str, object]:
+    """``["depth=4", "activation=tanh"]`` -> ``{"depth": 4, "activation": "tanh"}`` (YAML values)."""
+    out: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DiffeoProbeError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise DiffeoProbeError(
+                f"{flag} {pair!r}: the value is not valid YAML ({exc})"
+            ) from None
+    return out
+
+
+def _build_model(
+    name: str, in_channels: int, num_classes: int, options: dict[str, object]
+) -> torch.nn.Module:
+    """A zoo model by name, or ``module.path:factory`` (called with in_channels, num_classes, options)."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise DiffeoProbeError(
+                f"--model {name!r}: cannot import {attr!r} from {module_name!r} ({exc})"
+            ) from None
+        return factory(in_channels=in_channels, num_classes=num_classes, **options)
+    from diffeoprobe import models
+
+    return models.build(name, in_channels=in_channels, num_classes=num_classes, **options)
+
+
+def _load_probe(
+    dataset: str, split: str, data_dir: Path | None, seed: int, options: dict[str, object]
+):
+    from diffeoprobe.data import build_dataset
+
+    return build_dataset(dataset, split=split, data_dir=data_dir, seed=seed, **options)
+
+
+def _fmt(value: float, se: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.3g} ± {se:.1g}" if math.isfinite(se) else f"{value:.3g}"
+
+
+def _print_table(table, title: str) -> None:
+    view = Table(title=title, show_lines=False)
+    for column in ("layer", "depth", "D", "G", "R"):
+        view.add_column(column, justify="left" if column == "layer" else "right")
+    for row in table.itertuples():
+        view.add_row(
+            row.layer,
+            str(row.depth),
+            _fmt(row.D, row.D_se),
+            _fmt(row.G, row.G_se),
+            _fmt(row.R, row.R_se),
+        )
+    console.print(view)
+
+
+@app.command()
+def measure(
+    model: Annotated[
+        str, typer.Option(help="zoo name (see --list) or module.path:factory")
+    ] = "simplecnn",
+    dataset: Annotated[str, typer.Option(help="data set name (see --list)")] = "scale-detection",
+    split: Annotated[str, typer.Option(help="train or test")] = "test",
+    data_dir: Annotated[Path | None, typer.Option(help="where the data set files are")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help=".safetensors (or .pt) weights for the model")
+    ] = None,
+    model_option: Annotated[
+        list[str] | None, typer.Option("--model-option", "-m", help="KEY=VALUE for the model")
+    ] = None,
+    dataset_option: Annotated[
+        list[str] | None, typer.Option("--dataset-option", "-d", help="KEY=VALUE for the data set")
+    ] = None,
+    probe_size: Annotated[int, typer.Option(help="number of probe images P")] = 500,
+    delta: Annotated[float, typer.Option(help="typical diffeo displacement in pixels")] = 1.0,
+    temperature: Annotated[
+        float | None, typer.Option(help="ensemble temperature T (overrides --delta)")
+    ] = None,
+    cut: Annotated[int, typer.Option(help="ensemble frequency cut-off c >= 1")] = 3,
+    interp: Annotated[str, typer.Option(help="bilinear, nearest or gaussian")] = "bilinear",
+    diffeo: Annotated[str, typer.Option(help="max-entropy or pixel-shift")] = "max-entropy",
+    noise: Annotated[str, typer.Option(help="matched or rectified")] = "matched",
+    draws: Annotated[int, typer.Option(help="diffeo/noise draws per image")] = 1,
+    channel_mean: Annotated[
+        bool, typer.Option(help="average representations over channels")
+    ] = False,
+    layers: Annotated[
+        str | None, typer.Option(help="comma-separated layer names (default: all)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="images per forward pass (all copies)")] = 256,
+    seed: Annotated[int, typer.Option(help="seed for the model initialisation and every draw")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="write the table to .parquet or .csv")] = None,
+    list_names: Annotated[
+        bool, typer.Option("--list", help="list models and data sets, then exit")
+    ] = False,
+) -> None:
+    """D_k, G_k, R_k for every layer of a model on a probe set.
+
+    Example: diffeoprobe measure --model simplecnn --dataset fashionmnist --probe-size 500 --out fm.parquet
+    """
+    from diffeoprobe import measure as run_measure
+    from diffeoprobe import models
+    from diffeoprobe.data import available_datasets
+    from diffeoprobe.runs import check_table_path, load_weights, write_table
+
+    if list_names:
+        console.print("models:   " + ", ".join(models.available()))
+        console.print("datasets: " + ", ".join(available_datasets()))
+        return
+    if out is not None:
+        check_table_path(out)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DiffeoProbeError(
+            f"--device {device!r}: CUDA is not available on this machine; use --device cpu"
+        )
+    layer_names = [name.strip() for name in layers.split(",")] if layers else None
+    data = _load_probe(dataset, split, data_dir, seed, _options(dataset_option, "--dataset-option"))
+    if len(data) == 0:
+        raise DiffeoProbeError(f"--dataset {dataset!r} split {split!r} is empty")
+    x0, _ = data[0]
+    labels = (
+        data.tensors[1]
+        if hasattr(data, "tensors")
+        else torch.tensor([data[i][1] for i in range(len(data))])
+    )
+    torch.manual_seed(seed)
+    net = _build_model(
+        model, x0.shape[0], int(labels.max()) + 1, _options(model_option, "--model-option")
+    )
+    if checkpoint is not None:
+        load_weights(net, checkpoint)
+    table = run_measure(
+        net,
+        data,
+        delta=delta,
+        temperature=temperature,
+        cut=cut,
+        interp=interp,
+        diffeo=diffeo,
+        noise=noise,
+        layers=layer_names,
+        batch_size=batch_size,
+        draws=draws,
+        channel_mean=channel_mean,
+        probe_size=probe_size,
+        device=device,
+        seed=seed,
+        progress=sys.stderr.isatty(),
+    )
+    table.attrs.update(model=model, dataset=dataset, split=split, checkpoint=str(checkpoint or ""))
+    _print_table(
+        table,
+        f"{model} on {dataset} ({split}, P = {int(table['n'].iloc[0])}, T = {table.attrs['temperature']:.3g})",
+    )
+    if out is not None:
+        write_table(table, out)
+        console.print(f"wrote {out}")
+
+
+@app.command()
+def deform(
+    out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("deform.png"),
+    dataset: Annotated[str, typer.Option(help="data set to take images from")] = "fashionmnist",
+    data_dir: Annotated[Path | None, typer.Option(help="where the data set files are")] = None,
+    dataset_option: Annotated[
+        list[str] | None, typer.Option("--dataset-option", "-d", help="KEY=VALUE for the data set")
+    ] = None,
+    images: Annotated[int, typer.Option(help="number of images (rows)")] = 4,
+    temperatures: Annotated[
+        int, typer.Option(help="number of temperatures (columns after the original)")
+    ] = 6,
+    cut: Annotated[int, typer.Option(help="ensemble frequency cut-off c >= 2")] = 3,
+    interp: Annotated[str, typer.Option(help="bilinear, nearest or gaussian")] = "bilinear",
+    seed: Annotated[int, typer.Option(help="seed of the draws")] = 0,
+) -> None:
+    """A PNG grid: images deformed at temperatures log-spaced over the natural range [T_min, T_max].
+
+    Example: diffeoprobe deform --dataset fashionmnist --images 4 --temperatures 6 --out deform.png
+    """
+    from diffeoprobe.plots import deform_grid, save_figure
+    from diffeoprobe.validate import check_cut, check_int
+
+    check_int(images, "--images", minimum=1, maximum=64)
+    check_int(temperatures, "--temperatures", minimum=1, maximum=32)
+    check_cut(cut, "--cut")
+    if out.suffix.lower() != ".png":
+        raise DiffeoProbeError(f"--out must end in .png, got {str(out)!r}")
+    data = _load_probe(
+        dataset, "test", data_dir, seed, _options(dataset_option, "--dataset-option")
+    )
+    x = torch.stack([data[i][0] for i in range(min(images, len(data)))])
+    save_figure(deform_grid(x, temperatures=temperatures, cut=cut, interp=interp, seed=seed), out)
+    console.print(f"wrote {out}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except DiffeoProbeError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as exc:
+        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,482 @@
+"""Max-entropy diffeomorphisms of 1D signals and 2D images (science.md section 2).
+
+A displacement component is a random sine series that vanishes on the border,
+
+    tau(u, v) = sum_{i, j >= 1, sqrt(i^2 + j^2) < c + 1/2} C_ij sin(pi i u) sin(pi j v),
+    C_ij ~ N(0, T / (i^2 + j^2)),                                  (1D: C_i ~ N(0, T / i^2))
+
+on the grid ``u_p = p / (n - 1)`` (``torch.linspace(0, 1, n)``, as the published reference), so the
+border pixels never move. In pixels, component ``k`` is ``tau * n_k`` with ``n_k`` the length of
+*its own* axis (component 0 runs along H, the rows; component 1 along W, the columns). The deformed
+signal is ``(tau x)(p) = x(p - displacement(p))`` with the source point clamped to the image.
+
+Size conventions (the two families differ on purpose; see docs/perturbations.md):
+
+- :func:`sample_displacement`: ``size = L`` or ``(L,)`` is 1D, ``(H, W)`` is 2D (like the tensors).
+- :func:`typical_displacement`, :func:`temperature_for`, :func:`temperature_range`: ``size = n``
+  is a *square 2D* ``n x n`` image (the paper's convention, ``temperature_for(1.0, 32)``), ``(L,)``
+  is 1D and ``(H, W)`` is 2D.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.validate import (
+    check_choice,
+    check_cut,
+    check_int,
+    check_positive,
+    check_signal,
+    check_size,
+    check_temperature,
+)
+
+INTERPOLATIONS = ("bilinear", "nearest", "gaussian")
+
+# Width of the Gaussian interpolation kernel in pixels: the published reference's value
+# (science.md section 2, "sigma about 0.47 pixel").
+GAUSSIAN_SIGMA = 0.4715
+
+# Half-width of the truncated Gaussian window around round(source), in pixels. The nearest omitted
+# pixel is >= GAUSSIAN_HALF_WIDTH + 1/2 away while some kept pixel is <= 1/2 away, so an omitted
+# weight is below exp(-(K^2 + K) / (2 sigma^2)) = exp(-45) ~ 3e-20 of the largest one: the
+# truncated kernel equals the dense one to float64 precision.
+GAUSSIAN_HALF_WIDTH = 4
+
+
+# --- sampling -------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _sine_table(n: int, cut: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``s[p, i - 1] = sin(pi i u_p)`` on ``u_p = p / (n - 1)``, shape ``(n, cut)``."""
+    u = torch.linspace(0, 1, n, dtype=torch.float64)
+    i = torch.arange(1, cut + 1, dtype=torch.float64)
+    return torch.sin(math.pi * u[:, None] * i[None, :]).to(device=device, dtype=dtype)
+
+
+def _mode_std(ndim: int, cut: int) -> torch.Tensor:
+    """Standard deviation of each coefficient at ``T = 1``: ``1 / |k|`` inside the cut, else 0.
+
+    Shape ``(cut,)`` in 1D, ``(cut, cut)`` in 2D, float64.
+    """
+    k = torch.arange(1, cut + 1, dtype=torch.float64)
+    if ndim == 1:
+        return 1 / k
+    r = (k[:, None] ** 2 + k[None, :] ** 2).sqrt()
+    return (r < cut + 0.5) / r
+
+
+def _coefficients(
+    batch: int,
+    ndim: int,
+    temperature: float,
+    cut: int,
+    generator: torch.Generator | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The mode amplitudes ``C`` of ``batch`` fields, ``(B, ndim, c)`` or ``(B, ndim, c, c)``.
+
+    Drawn in float64 on the generator's device (else on ``device``), then moved and cast, so a
+    seed gives the same coefficients whatever the device and dtype of the result.
+    """
+    draw_device = generator.device if generator is not None else device
+    std = math.sqrt(temperature) * _mode_std(ndim, cut).to(draw_device)
+    shape = (batch, ndim) + std.shape
+    coeffs = torch.randn(shape, generator=generator, dtype=torch.float64, device=draw_device)
+    return (coeffs * std).to(device=device, dtype=dtype)
+
+
+def sample_displacement(
+    batch: int,
+    size: int | Sequence[int],
+    temperature: float,
+    cut: int = 3,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Draw ``batch`` independent max-entropy displacement fields, in pixels.
+
+    Args:
+        batch: number of fields ``B`` (one per image).
+        size: ``L`` or ``(L,)`` for 1D signals, ``(H, W)`` for 2D images.
+        temperature: ``T >= 0``; the variance of mode ``k`` is ``T / |k|^2``.
+        cut: integer ``c >= 1``; modes with ``|k| < c + 1/2`` are kept (1D: ``i <= c``).
+        generator: the random source. Coefficients are drawn in float64 on its device (or on
+            ``device`` without one), so a seed gives the same field bit for bit at any ``dtype``.
+        device: where the field lives; defaults to the generator's device, else the CPU.
+        dtype: floating dtype of the result.
+
+    Returns:
+        Tensor ``(B, ndim, *size)``: component ``k`` is the displacement along spatial axis ``k``
+        (2D: 0 = rows/H, 1 = columns/W) in pixels of that axis. Every field is zero on the border
+        pixels; ``n = 1`` along an axis gives a zero field.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sample_displacement(4, (32, 24), temperature=1e-3, generator=g).shape
+        torch.Size([4, 2, 32, 24])
+        >>> sample_displacement(4, 64, temperature=1e-3, generator=g).shape
+        torch.Size([4, 1, 64])
+    """
+    batch = check_int(batch, "batch", minimum=1)
+    size = check_size(size)
+    temperature = check_temperature(temperature)
+    cut = check_cut(cut)
+    if not dtype.is_floating_point:
+        raise DiffeoProbeError(f"dtype must be a floating-point dtype, got {dtype}")
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    device = torch.device(device)
+
+    ndim = len(size)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    coeffs = _coefficients(batch, ndim, temperature, cut, generator, device, work)
+    return _field(coeffs, size).to(dtype)
+
+
+def _field(coeffs: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Sum the sine series of ``coeffs`` on the grid: displacement ``(B, ndim, *size)`` in pixels."""
+    ndim, cut = coeffs.shape[1], coeffs.shape[2]
+    coeffs = coeffs * torch.tensor(size, dtype=coeffs.dtype, device=coeffs.device).view(
+        1, ndim, *[1] * ndim
+    )
+    tables = [_sine_table(n, cut, coeffs.device, coeffs.dtype) for n in size]
+    if ndim == 1:
+        return torch.einsum("bki,pi->bkp", coeffs, tables[0])
+    return torch.einsum("bkij,hi,wj->bkhw", coeffs, tables[0], tables[1])
+
+
+def _mean_square_displacement(
+    size: int | Sequence[int], temperature: float, cut: int = 3
+) -> torch.Tensor:
+    """The exact ``E[u_k(p)^2]`` in pixels^2 from the mode sum, shape ``(ndim, *size)``, float64.
+
+    Size convention of :func:`sample_displacement` (an int is 1D).
+    """
+    size = check_size(size)
+    cut = check_cut(cut)
+    variance = float(temperature) * _mode_std(len(size), cut) ** 2
+    sq = [_sine_table(n, cut, torch.device("cpu"), torch.float64) ** 2 for n in size]
+    if len(size) == 1:
+        per_unit = (sq[0] @ variance)[None]
+    else:
+        per_unit = (sq[0] @ variance @ sq[1].T)[None].expand(2, -1, -1)
+    pixels = torch.tensor(size, dtype=torch.float64).view(-1, *([1] * len(size)))
+    return per_unit * pixels**2
+
+
+# --- typical displacement and temperatures ---------------------------------------------------------
+
+
+def _formula_size(size: int | Sequence[int]) -> tuple[int, ...]:
+    """An int is a square 2D image here (the paper's ``n``); ``(L,)`` is 1D, ``(H, W)`` is 2D."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return check_size((size, size))
+    return check_size(size)
+
+
+def _delta2_per_temperature(size: tuple[int, ...], cut: int) -> tuple[float, float]:
+    """``delta^2 / T`` and the folding bound ``delta_max`` (pixels) for ``size`` and ``cut``.
+
+    1D (exact): mean_u E[tau^2] = (T / 2) S_c, S_c = sum_{i<=c} 1 / i^2, so delta^2 = L^2 T S_c / 2.
+    2D (the paper's asymptotics): delta^2 = n^2 pi T ln(c) / 4, with n^2 = (H^2 + W^2) / 2.
+    Both: delta_max = n / (pi c), where delta times the top wavenumber pi c / n is one.
+    """
+    if len(size) == 1:
+        (n,) = size
+        s_c = sum(1 / i**2 for i in range(1, cut + 1))
+        return n**2 * s_c / 2, n / (math.pi * cut)
+    if cut < 2:
+        raise DiffeoProbeError(
+            f"cut must be >= 2 for the 2D temperature formulas (they contain ln(cut)), got {cut}"
+        )
+    h, w = size
+    n2 = (h**2 + w**2) / 2
+    return n2 * math.pi * math.log(cut) / 4, math.sqrt(n2) / (math.pi * cut)
+
+
+def typical_displacement(temperature: float, size: int | Sequence[int], cut: int = 3) -> float:
+    """Typical displacement ``delta`` in pixels: the rms of ``|u(p)|`` over pixels and fields.
+
+    2D (paper): ``delta = (n / 2) sqrt(pi T ln c)``, with ``n = sqrt((H^2 + W^2) / 2)`` for a
+    non-square image (``delta^2`` sums the two components, each scaled by its own axis); needs
+    ``cut >= 2``. 1D (exact): ``delta = L sqrt(T S_c / 2)``, ``S_c = sum_{i=1..c} 1 / i^2``.
+
+    Args:
+        temperature: ``T >= 0``.
+        size: ``n`` (square 2D ``n x n``), ``(H, W)`` (2D) or ``(L,)`` (1D).
+        cut: integer ``c``.
+
+    Example:
+        >>> round(typical_displacement(temperature_for(1.0, 32), 32), 12)
+        1.0
+    """
+    temperature = check_temperature(temperature)
+    size = _formula_size(size)
+    per_t, _ = _delta2_per_temperature(size, check_cut(cut))
+    return math.sqrt(per_t * temperature)
+
+
+def temperature_for(delta: float, size: int | Sequence[int], cut: int = 3) -> float:
+    """The temperature whose typical displacement is ``delta`` pixels (inverse of the above).
+
+    2D: ``T = 4 delta^2 / (pi n^2 ln c)``; 1D: ``T = 2 delta^2 / (L^2 S_c)``. Same ``size``
+    convention as :func:`typical_displacement` (an int is a square 2D image).
+
+    Example:
+        >>> f"{temperature_for(1.0, 32, cut=3):.3e}"
+        '1.132e-03'
+    """
+    delta = check_positive(delta, "delta", allow_zero=True)
+    size = _formula_size(size)
+    per_t, _ = _delta2_per_temperature(size, check_cut(cut))
+    return delta**2 / per_t
+
+
+def temperature_range(size: int | Sequence[int], cut: int = 3) -> tuple[float, float]:
+    """``(T_min, T_max)``: half a pixel of typical displacement, and the onset of folding.
+
+    ``T_min`` gives ``delta = 1/2`` pixel; ``T_max`` gives ``delta = n / (pi c)``, where the
+    typical displacement times the highest wavenumber ``pi c / n`` is one. 2D: ``T_min =
+    1 / (pi n^2 ln c)``, ``T_max = 4 / (pi^3 c^2 ln c)``; 1D: ``T_min = 1 / (2 L^2 S_c)``,
+    ``T_max = 2 / (pi^2 c^2 S_c)``. Same ``size`` convention as :func:`typical_displacement`.
+
+    Example:
+        >>> lo, hi = temperature_range(32, cut=3)
+        >>> f"{lo:.3e} {hi:.3e}"
+        '2.829e-04 1.305e-02'
+    """
+    size = _formula_size(size)
+    per_t, delta_max = _delta2_per_temperature(size, check_cut(cut))
+    return 0.25 / per_t, delta_max**2 / per_t
+
+
+# --- resampling ------------------------------------------------------------------------------------
+
+
+def _per_pixel(n: int) -> float:
+    """Length of one pixel in ``grid_sample`` coordinates (``align_corners=True``: -1 and +1 are
+    the centres of the first and last pixels)."""
+    return 2 / max(n - 1, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _identity_grid(size: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The identity sampling grid ``(1, rows, W, 2)``, last axis (column, row); 1D has one row."""
+    cols = torch.linspace(-1, 1, size[-1], dtype=torch.float64)
+    rows = (
+        torch.linspace(-1, 1, size[0], dtype=torch.float64)
+        if len(size) == 2
+        else -torch.ones(1, dtype=torch.float64)
+    )
+    r, c = torch.meshgrid(rows, cols, indexing="ij")
+    return torch.stack([c, r], -1)[None].to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_basis(
+    size: tuple[int, ...], cut: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``(ndim * modes, rows * W * 2)``: the ``grid_sample`` offset of ``-u`` per unit coefficient.
+
+    Row ``(k, mode)`` holds that mode's sines, times ``-n_k`` pixels in grid units, in the grid
+    component of axis ``k`` (``grid_sample`` orders them column, row), and zero in the other.
+    """
+    sines = [_sine_table(n, cut, torch.device("cpu"), torch.float64) for n in size]
+    if len(size) == 1:
+        modes = sines[0].T.reshape(cut, 1, size[0])
+    else:
+        modes = torch.einsum("hi,wj->ijhw", *sines).reshape(cut * cut, *size)
+    ndim = len(size)
+    basis = torch.zeros(ndim, *modes.shape, 2, dtype=torch.float64)
+    for k, n in enumerate(size):
+        basis[k, ..., ndim - 1 - k] = -n * _per_pixel(n) * modes
+    return basis.reshape(ndim * modes.shape[0], -1).to(device=device, dtype=dtype)
+
+
+def _sampling_grid(coeffs: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """The ``grid_sample`` grid of ``p - u(p)`` straight from the coefficients, ``(B, rows, W, 2)``.
+
+    Equal to the identity grid plus the normalised ``-u`` of :func:`_field`, as one matrix product
+    that writes the grid's own layout (the hot path of :func:`deform`).
+    """
+    base = _identity_grid(size, coeffs.device, coeffs.dtype)
+    basis = _grid_basis(size, coeffs.shape[2], coeffs.device, coeffs.dtype)
+    grid = torch.addmm(base.reshape(1, -1), coeffs.reshape(len(coeffs), -1), basis)
+    return grid.view(len(coeffs), *base.shape[1:])
+
+
+def _displacement_grid(displacement: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """The ``grid_sample`` grid of ``p - u(p)`` for a displacement ``(B, ndim, *size)`` in pixels."""
+    ndim = len(size)
+    scale = [-_per_pixel(n) for n in reversed(size)]
+    offset = displacement.flip(1) * torch.tensor(
+        scale, dtype=displacement.dtype, device=displacement.device
+    ).view(1, ndim, *[1] * ndim)
+    offset = offset.movedim(1, -1)
+    if ndim == 1:
+        offset = F.pad(offset, (0, 1)).unsqueeze(1)
+    return _identity_grid(size, displacement.device, displacement.dtype) + offset
+
+
+def _grid_sample(x: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
+    """Bilinear or nearest resampling; ``padding_mode="border"`` clamps the source point to the
+    image exactly as the reference does. 1D runs as a ``(B, C, 1, L)`` image."""
+    one_d = x.dim() == 3
+    x = x.unsqueeze(2) if one_d else x
+    grid = grid.expand(x.shape[0], -1, -1, -1)
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=True)
+    return out.squeeze(2) if one_d else out
+
+
+def _source_points(displacement: torch.Tensor, size: Sequence[int]) -> list[torch.Tensor]:
+    """Per axis, the clamped source coordinate ``p_k - u_k(p)`` in pixels, each ``(B, *size)``."""
+    points = []
+    for k, n in enumerate(size):
+        shape = [1] * (len(size) + 1)
+        shape[k + 1] = n
+        p = torch.arange(n, dtype=displacement.dtype, device=displacement.device).view(shape)
+        points.append((p - displacement[:, k]).clamp(0, n - 1))
+    return points
+
+
+def _gaussian_window(point: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(..., 2K + 1)`` around ``round(point)`` and their normalised Gaussian weights.
+
+    Pixels outside ``[0, n - 1]`` get weight zero (their index is clamped only to stay valid).
+    """
+    offsets = torch.arange(
+        -GAUSSIAN_HALF_WIDTH, GAUSSIAN_HALF_WIDTH + 1, dtype=point.dtype, device=point.device
+    )
+    q = point.round().unsqueeze(-1) + offsets
+    weight = torch.exp(-((q - point.unsqueeze(-1)) ** 2) / (2 * GAUSSIAN_SIGMA**2))
+    weight = weight * ((q >= 0) & (q <= n - 1))
+    weight = weight / weight.sum(-1, keepdim=True)
+    return q.clamp(0, n - 1).long(), weight
+
+
+def _gaussian(x: torch.Tensor, points: list[torch.Tensor]) -> torch.Tensor:
+    """``out(p) = sum_q g(q - s(p)) x(q) / sum_q g(q - s(p))`` with a truncated Gaussian ``g``.
+
+    The 2D Gaussian factorises over the axes, so the dense normalised kernel is the product of
+    the per-axis normalised windows.
+    """
+    b, c = x.shape[:2]
+    size = x.shape[2:]
+    windows = [_gaussian_window(s.expand(b, *size), n) for s, n in zip(points, size, strict=False)]
+    taps = 2 * GAUSSIAN_HALF_WIDTH + 1
+    if len(size) == 1:
+        (idx, weight) = windows[0]
+        values = x.gather(2, idx.view(b, 1, -1).expand(b, c, -1)).view(b, c, *size, taps)
+        return torch.einsum("bclt,blt->bcl", values, weight)
+    (rows, row_weight), (cols, col_weight) = windows
+    h, w = size
+    flat = x.reshape(b, c, h * w)
+    out = torch.zeros_like(x)
+    # One gather per row offset keeps memory at (B, C, H, W, 2K + 1), not its square.
+    for a in range(taps):
+        idx = rows[..., a : a + 1] * w + cols
+        values = flat.gather(2, idx.view(b, 1, -1).expand(b, c, -1)).view(b, c, h, w, taps)
+        out += row_weight[:, None, :, :, a] * torch.einsum("bchwt,bhwt->bchw", values, col_weight)
+    return out
+
+
+def remap(x: torch.Tensor, displacement: torch.Tensor, interp: str = "bilinear") -> torch.Tensor:
+    """Deform ``x`` by a given displacement: ``out(p) = x(p - displacement(p))``.
+
+    The source point is clamped to ``[0, n - 1]`` along each axis (border). Deterministic and
+    differentiable in ``x`` (and in ``displacement`` for bilinear and gaussian). float16 and
+    bfloat16 are computed in float32 and cast back.
+
+    Args:
+        x: ``(B, C, L)`` or ``(B, C, H, W)``, floating point, any device.
+        displacement: ``(B, ndim, *size)`` or ``(1, ndim, *size)`` in pixels (component ``k``
+            along spatial axis ``k``), as returned by :func:`sample_displacement`.
+        interp: ``"bilinear"`` (1D: linear), ``"nearest"``, or ``"gaussian"`` (normalised
+            Gaussian kernel of width ``GAUSSIAN_SIGMA`` pixel over the whole image, computed
+            exactly through a truncated separable window).
+
+    Returns:
+        Tensor like ``x`` (shape, dtype, device).
+
+    Example:
+        >>> x = torch.arange(5.0).view(1, 1, 5)
+        >>> remap(x, torch.ones(1, 1, 5)).tolist()  # the signal moves one pixel to the right
+        [[[0.0, 0.0, 1.0, 2.0, 3.0]]]
+    """
+    check_signal(x)
+    check_choice(interp, "interp", INTERPOLATIONS)
+    size = tuple(x.shape[2:])
+    expected = (len(size), *size)
+    if (
+        not isinstance(displacement, torch.Tensor)
+        or not displacement.is_floating_point()
+        or tuple(displacement.shape[1:]) != expected
+        or displacement.shape[0] not in (1, x.shape[0])
+    ):
+        got = tuple(displacement.shape) if isinstance(displacement, torch.Tensor) else displacement
+        raise DiffeoProbeError(
+            f"displacement must be a floating tensor of shape ({x.shape[0]} or 1, {', '.join(map(str, expected))}), got {got!r}"
+        )
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    displacement = displacement.to(device=x.device, dtype=work)
+    if interp == "gaussian":
+        out = _gaussian(x.to(work), _source_points(displacement, size))
+    else:
+        out = _grid_sample(x.to(work), _displacement_grid(displacement, size), interp)
+    return out.to(x.dtype)
+
+
+def deform(
+    x: torch.Tensor,
+    temperature: float,
+    cut: int = 3,
+    interp: str = "bilinear",
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Apply an independent random max-entropy diffeomorphism to every signal of a batch.
+
+    Args:
+        x: ``(B, C, L)`` or ``(B, C, H, W)``, floating point, any device.
+        temperature: ``T >= 0`` (see :func:`temperature_for` to set it from a displacement in
+            pixels). ``T = 0`` returns ``x.clone()`` without drawing from ``generator``.
+        cut: integer frequency cut-off ``c >= 1``.
+        interp: ``"bilinear"``, ``"nearest"`` or ``"gaussian"`` (see :func:`remap`).
+        generator: random source for the fields (drawn on its device, then moved to ``x``'s).
+
+    Returns:
+        Tensor like ``x``: ``x(p - u(p))`` with ``u`` from :func:`sample_displacement` (float32,
+        or float64 for a float64 ``x``).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.rand(8, 3, 32, 32)
+        >>> deform(x, temperature_for(1.0, 32), cut=3, generator=g).shape
+        torch.Size([8, 3, 32, 32])
+    """
+    check_signal(x)
+    temperature = check_temperature(temperature)
+    cut = check_cut(cut)
+    check_choice(interp, "interp", INTERPOLATIONS)
+    if temperature == 0:
+        return x.clone()
+    size = tuple(x.shape[2:])
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    coeffs = _coefficients(x.shape[0], len(size), temperature, cut, generator, x.device, work)
+    if interp == "gaussian":
+        out = _gaussian(x.to(work), _source_points(_field(coeffs, size), size))
+    else:
+        out = _grid_sample(x.to(work), _sampling_grid(coeffs, size), interp)
+    return out.to(x.dtype)

@@ -1,0 +1,79 @@
+"""The diffeomorphism of the scale-detection tasks: active pixels move by one (science.md section 6)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from diffeoprobe.validate import check_int, check_signal
+
+
+def pixel_shift(
+    x: torch.Tensor,
+    *,
+    block: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Move every active position of every sample by one pixel in a random direction.
+
+    A position is active when it is nonzero in any channel; all its channels move together.
+    1D: the step is -1 or +1 with equal probability. 2D: an angle ``theta`` uniform in
+    ``[0, 2 pi)`` is rounded to the grid, ``(dH, dW) = (round(sin theta), round(cos theta))``,
+    one of the 8 neighbours (each axis step with probability 1/6, each diagonal 1/12). A step
+    that leaves the image is clipped at the border, axis by axis. With ``block = xi`` a step that
+    changes ``floor(position / xi)`` along any axis is undone, so Task-2 labels never change.
+    Values landing on the same pixel add up, so the sum of the signal is always kept.
+
+    Args:
+        x: ``(B, C, L)`` or ``(B, C, H, W)``, floating point.
+        block: the block size ``xi >= 1`` of Task 2, or ``None`` for no constraint.
+        generator: random source for the directions (drawn on its device, else on ``x``'s).
+
+    Returns:
+        Tensor like ``x``.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8)
+        >>> x[0, 0, 3] = 1.0
+        >>> y = pixel_shift(x, generator=torch.Generator().manual_seed(0))
+        >>> int(y.sum()), int(y.nonzero()[0, 2]) in (2, 4)
+        (1, True)
+    """
+    check_signal(x)
+    if block is not None:
+        block = check_int(block, "block", minimum=1)
+    b, c = x.shape[:2]
+    size = x.shape[2:]
+    draw_device = generator.device if generator is not None else x.device
+    if len(size) == 1:
+        sign = torch.randint(0, 2, (b, *size), generator=generator, device=draw_device)
+        steps = [2 * sign.to(x.device) - 1]
+    else:
+        theta = (
+            2
+            * math.pi
+            * torch.rand((b, *size), generator=generator, dtype=torch.float64, device=draw_device)
+        )
+        theta = theta.to(x.device)
+        steps = [theta.sin().round().long(), theta.cos().round().long()]
+
+    sources, targets = [], []
+    for k, n in enumerate(size):
+        shape = [1] * (len(size) + 1)
+        shape[k + 1] = n
+        p = torch.arange(n, device=x.device).view(shape)
+        sources.append(p)
+        targets.append((p + steps[k]).clamp(0, n - 1))
+    if block is not None:
+        crossed = torch.zeros((b, *size), dtype=torch.bool, device=x.device)
+        for p, t in zip(sources, targets, strict=False):
+            crossed |= torch.div(p, block, rounding_mode="floor") != torch.div(
+                t, block, rounding_mode="floor"
+            )
+        targets = [torch.where(crossed, p, t) for p, t in zip(sources, targets, strict=False)]
+
+    index = targets[0] if len(size) == 1 else targets[0] * size[1] + targets[1]
+    index = index.reshape(b, 1, -1).expand(b, c, -1)
+    flat = x.reshape(b, c, -1)
+    return torch.zeros_like(flat).scatter_add(2, index, flat).view_as(x)

@@ -1,0 +1,63 @@
+"""Figures (matplotlib, headless). Functions return a Figure; callers write it with :func:`save_figure`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from diffeoprobe.perturb import deform, temperature_range, typical_displacement  # noqa: E402
+from diffeoprobe.runs import atomic_write_bytes  # noqa: E402
+
+
+def deform_grid(
+    x: torch.Tensor, *, temperatures: int = 6, cut: int = 3, interp: str = "bilinear", seed: int = 0
+) -> Figure:
+    """Rows: images; columns: the original, then T log-spaced over [T_min, T_max] of the ensemble.
+
+    Args:
+        x: ``(B, C, H, W)`` images with values in any range (each row is shown with one colour scale).
+        temperatures: number of temperatures shown.
+    """
+    size = tuple(x.shape[2:])
+    t_min, t_max = temperature_range(size, cut)
+    temps = np.geomspace(t_min, t_max, temperatures)
+    gen = torch.Generator().manual_seed(seed)
+    columns = [x] + [deform(x, float(t), cut, interp, generator=gen) for t in temps]
+    rows, cols = x.shape[0], len(columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows + 0.5), squeeze=False)
+    for j, column in enumerate(columns):
+        for i in range(rows):
+            image = (
+                column[i].permute(1, 2, 0).numpy() if column.shape[1] == 3 else column[i, 0].numpy()
+            )
+            ax = axes[i, j]
+            ax.imshow(image, cmap="gray", vmin=float(x[i].min()), vmax=float(x[i].max()))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if j == 0:
+            axes[0, j].set_title("original", fontsize=8)
+        else:
+            t = temps[j - 1]
+            axes[0, j].set_title(
+                f"T={t:.1e}\nδ={typical_displacement(float(t), size, cut):.2f}px", fontsize=8
+            )
+    fig.suptitle(f"max-entropy diffeomorphisms, c = {cut} ({interp})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
+    """Write ``fig`` atomically in the format given by the suffix (png, pdf, svg), then close it."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".").lower(), dpi=dpi)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

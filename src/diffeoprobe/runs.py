@@ -1,0 +1,129 @@
+"""Files: atomic writes, result tables, model weights. With cli.py, the only module that writes.
+
+Every file is written to a temporary name in the same directory and renamed into place, so a crash
+leaves either the old file or the new one, never a partial one. Weights are read with
+``safetensors`` (or ``torch.load(weights_only=True)`` for ``.pt``/``.pth``): no arbitrary pickle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from diffeoprobe.errors import DiffeoProbeError
+
+TABLE_FORMATS = (".parquet", ".csv")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_table_path(path: str | Path) -> Path:
+    """A path ending in .parquet or .csv (checked before any work starts)."""
+    path = Path(path)
+    if path.suffix.lower() not in TABLE_FORMATS:
+        raise DiffeoProbeError(f"--out must end in {' or '.join(TABLE_FORMATS)}, got {str(path)!r}")
+    return path
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a result table as Parquet (with ``table.attrs`` as JSON metadata) or CSV, atomically."""
+    path = check_table_path(path)
+    buffer = io.BytesIO()
+    if path.suffix.lower() == ".csv":
+        table.to_csv(buffer, index=False)
+    else:
+        out = table.copy()
+        out.attrs = json.loads(json.dumps(table.attrs, default=str))
+        out.to_parquet(buffer, index=False)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_table`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DiffeoProbeError(f"table {str(path)!r} does not exist")
+    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+
+
+def save_weights(
+    model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Save ``model.state_dict()`` as safetensors, atomically."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return atomic_write_bytes(path, save(state, metadata=metadata))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load weights into ``model`` from a ``.safetensors`` file (or ``.pt`` via ``weights_only``).
+
+    Raises:
+        DiffeoProbeError: missing or unreadable file, or a state dict that does not fit the model
+            (the message names the missing, unexpected and mis-shaped keys).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DiffeoProbeError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+    except Exception as exc:
+        raise DiffeoProbeError(
+            f"checkpoint {str(path)!r} could not be read ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(state, dict):
+        raise DiffeoProbeError(f"checkpoint {str(path)!r} does not hold a state dict")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or shapes:
+        parts = [
+            f"missing keys {_few(missing)}" if missing else "",
+            f"unexpected keys {_few(unexpected)}" if unexpected else "",
+            f"shape mismatches (checkpoint vs model) {_few(shapes)}" if shapes else "",
+        ]
+        raise DiffeoProbeError(
+            f"checkpoint {str(path)!r} does not fit the model: " + "; ".join(p for p in parts if p)
+        )
+    model.load_state_dict(state)
+    return model
+
+
+def _few(items: list[str], limit: int = 6) -> str:
+    shown = ", ".join(items[:limit])
+    return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"
