@@ -242,6 +242,16 @@ def test_gaussian_truncated_equals_dense_kernel(size, scale):
     torch.testing.assert_close(remap(x, u, "gaussian"), _dense_gaussian(x, u), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("size", [(23,), (9, 14)])
+def test_gaussian_float32_window_is_exact_to_float32(size):
+    x = _image(size, batch=2, dtype=torch.float64)
+    u = 2 * torch.randn(
+        2, len(size), *size, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
+    out = remap(x.float(), u.float(), "gaussian")
+    torch.testing.assert_close(out.double(), _dense_gaussian(x, u), rtol=0, atol=2e-6)
+
+
 def test_gaussian_truncated_equals_dense_on_sampled_fields():
     x = _image((12, 20), batch=4, dtype=torch.float64)
     _, t_max = temperature_range((12, 20), 3)

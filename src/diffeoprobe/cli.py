@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import math
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
 
 
 def _options(pairs: list[str] | None, flag: str) -> dict[str, object]:
@@ -73,6 +73,15 @@ def _load_probe(
     return build_dataset(dataset, split=split, data_dir=data_dir, seed=seed, **options)
 
 
+def pixel_shift_with_generator(
+    x: torch.Tensor, generator: torch.Generator, *, block: int
+) -> torch.Tensor:
+    """The scale-detection moves in the ``(x, generator)`` form that ``measure`` calls."""
+    from diffeoprobe.perturb import pixel_shift
+
+    return pixel_shift(x, block=block, generator=generator)
+
+
 def _fmt(value: float, se: float) -> str:
     if not math.isfinite(value):
         return str(value)
@@ -97,8 +106,11 @@ def _print_table(table, title: str) -> None:
 @app.command()
 def measure(
     model: Annotated[
-        str, typer.Option(help="zoo name (see --list) or module.path:factory")
-    ] = "simplecnn",
+        str | None,
+        typer.Option(
+            help="zoo name (see --list) or module.path:factory [default: simplecnn, or simplecnn1d on 1D data]"
+        ),
+    ] = None,
     dataset: Annotated[str, typer.Option(help="data set name (see --list)")] = "scale-detection",
     split: Annotated[str, typer.Option(help="train or test")] = "test",
     data_dir: Annotated[Path | None, typer.Option(help="where the data set files are")] = None,
@@ -118,7 +130,9 @@ def measure(
     ] = None,
     cut: Annotated[int, typer.Option(help="ensemble frequency cut-off c >= 1")] = 3,
     interp: Annotated[str, typer.Option(help="bilinear, nearest or gaussian")] = "bilinear",
-    diffeo: Annotated[str, typer.Option(help="max-entropy or pixel-shift")] = "max-entropy",
+    diffeo: Annotated[
+        str, typer.Option(help="max-entropy, pixel-shift, or auto (pixel-shift on scale-detection)")
+    ] = "auto",
     noise: Annotated[str, typer.Option(help="matched or rectified")] = "matched",
     draws: Annotated[int, typer.Option(help="diffeo/noise draws per image")] = 1,
     channel_mean: Annotated[
@@ -142,7 +156,15 @@ def measure(
     from diffeoprobe import measure as run_measure
     from diffeoprobe import models
     from diffeoprobe.data import available_datasets
+    from diffeoprobe.measure.core import DIFFEOS, INTERPOLATIONS, NOISES
     from diffeoprobe.runs import check_table_path, load_weights, write_table
+    from diffeoprobe.validate import (
+        check_choice,
+        check_cut,
+        check_int,
+        check_positive,
+        check_temperature,
+    )
 
     if list_names:
         console.print("models:   " + ", ".join(models.available()))
@@ -150,12 +172,23 @@ def measure(
         return
     if out is not None:
         check_table_path(out)
+    check_cut(cut, "--cut")
+    check_int(draws, "--draws", minimum=1)
+    check_int(batch_size, "--batch-size", minimum=1)
+    check_int(probe_size, "--probe-size", minimum=2)
+    check_choice(interp, "--interp", INTERPOLATIONS)
+    check_choice(noise, "--noise", NOISES)
+    check_choice(diffeo, "--diffeo", ("auto", *DIFFEOS))
+    if temperature is not None:
+        check_temperature(temperature, "--temperature")
+    check_positive(delta, "--delta", allow_zero=True)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DiffeoProbeError(
             f"--device {device!r}: CUDA is not available on this machine; use --device cpu"
         )
     layer_names = [name.strip() for name in layers.split(",")] if layers else None
-    data = _load_probe(dataset, split, data_dir, seed, _options(dataset_option, "--dataset-option"))
+    data_options = _options(dataset_option, "--dataset-option")
+    data = _load_probe(dataset, split, data_dir, seed, data_options)
     if len(data) == 0:
         raise DiffeoProbeError(f"--dataset {dataset!r} split {split!r} is empty")
     x0, _ = data[0]
@@ -164,6 +197,13 @@ def measure(
         if hasattr(data, "tensors")
         else torch.tensor([data[i][1] for i in range(len(data))])
     )
+    model = model or ("simplecnn1d" if x0.dim() == 2 else "simplecnn")
+    if diffeo == "auto":
+        diffeo = "pixel-shift" if dataset == "scale-detection" else "max-entropy"
+    perturbation = diffeo
+    if diffeo == "pixel-shift" and dataset == "scale-detection" and data_options.get("task") == 2:
+        block = int(data_options.get("xi", 32))  # Task 2: a move never crosses a block boundary
+        perturbation = partial(pixel_shift_with_generator, block=block)
     torch.manual_seed(seed)
     net = _build_model(
         model, x0.shape[0], int(labels.max()) + 1, _options(model_option, "--model-option")
@@ -177,7 +217,7 @@ def measure(
         temperature=temperature,
         cut=cut,
         interp=interp,
-        diffeo=diffeo,
+        diffeo=perturbation,
         noise=noise,
         layers=layer_names,
         batch_size=batch_size,
@@ -189,9 +229,10 @@ def measure(
         progress=sys.stderr.isatty(),
     )
     table.attrs.update(model=model, dataset=dataset, split=split, checkpoint=str(checkpoint or ""))
+    temp = f"T = {table.attrs['temperature']:.3g}" if diffeo == "max-entropy" else diffeo
     _print_table(
         table,
-        f"{model} on {dataset} ({split}, P = {int(table['n'].iloc[0])}, T = {table.attrs['temperature']:.3g})",
+        f"{model} on {dataset} ({split}, P = {int(table['n'].iloc[0])}, {temp})",
     )
     if out is not None:
         write_table(table, out)
@@ -237,21 +278,10 @@ def deform(
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone mode: usage errors print themselves and exit with code 2
     except DiffeoProbeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except (typer.Exit, SystemExit) as exc:
-        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
 
 
 if __name__ == "__main__":

@@ -44,11 +44,12 @@ INTERPOLATIONS = ("bilinear", "nearest", "gaussian")
 # (science.md section 2, "sigma about 0.47 pixel").
 GAUSSIAN_SIGMA = 0.4715
 
-# Half-width of the truncated Gaussian window around round(source), in pixels. The nearest omitted
-# pixel is >= GAUSSIAN_HALF_WIDTH + 1/2 away while some kept pixel is <= 1/2 away, so an omitted
-# weight is below exp(-(K^2 + K) / (2 sigma^2)) = exp(-45) ~ 3e-20 of the largest one: the
-# truncated kernel equals the dense one to float64 precision.
-GAUSSIAN_HALF_WIDTH = 4
+# Half-width K of the truncated Gaussian window around round(source), in pixels, per working dtype.
+# The nearest omitted pixel is >= K + 1/2 away while some kept pixel is <= 1/2 away, so an omitted
+# weight is below exp(-(K^2 + K) / (2 sigma^2)) of the largest: K = 4 gives 3e-20 (below float64
+# resolution), K = 3 gives 2e-12 (below float32's). So the truncated kernel equals the dense one
+# to the precision of the dtype.
+GAUSSIAN_HALF_WIDTH = {torch.float64: 4, torch.float32: 3}
 
 
 # --- sampling -------------------------------------------------------------------------------------
@@ -356,9 +357,8 @@ def _gaussian_window(point: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.T
 
     Pixels outside ``[0, n - 1]`` get weight zero (their index is clamped only to stay valid).
     """
-    offsets = torch.arange(
-        -GAUSSIAN_HALF_WIDTH, GAUSSIAN_HALF_WIDTH + 1, dtype=point.dtype, device=point.device
-    )
+    half = GAUSSIAN_HALF_WIDTH[point.dtype]
+    offsets = torch.arange(-half, half + 1, dtype=point.dtype, device=point.device)
     q = point.round().unsqueeze(-1) + offsets
     weight = torch.exp(-((q - point.unsqueeze(-1)) ** 2) / (2 * GAUSSIAN_SIGMA**2))
     weight = weight * ((q >= 0) & (q <= n - 1))
@@ -374,22 +374,27 @@ def _gaussian(x: torch.Tensor, points: list[torch.Tensor]) -> torch.Tensor:
     """
     b, c = x.shape[:2]
     size = x.shape[2:]
-    windows = [_gaussian_window(s.expand(b, *size), n) for s, n in zip(points, size, strict=False)]
-    taps = 2 * GAUSSIAN_HALF_WIDTH + 1
+    pixels = math.prod(size)
+    flat = x.reshape(b, c, pixels)
+    windows = [_gaussian_window(s.expand(b, *size), n) for s, n in zip(points, size)]
+    idx, weight = windows[-1]
+    taps = idx.shape[-1]
+    weight = weight.view(b, 1, pixels, taps)
+
+    def window_sum(index: torch.Tensor) -> torch.Tensor:
+        values = flat.gather(2, index.view(b, 1, -1).expand(b, c, -1)).view(b, c, pixels, taps)
+        return (values * weight).sum(-1)
+
     if len(size) == 1:
-        (idx, weight) = windows[0]
-        values = x.gather(2, idx.view(b, 1, -1).expand(b, c, -1)).view(b, c, *size, taps)
-        return torch.einsum("bclt,blt->bcl", values, weight)
-    (rows, row_weight), (cols, col_weight) = windows
-    h, w = size
-    flat = x.reshape(b, c, h * w)
-    out = torch.zeros_like(x)
+        return window_sum(idx).view_as(x)
+    rows, row_weight = windows[0]
+    out = torch.zeros_like(flat)
     # One gather per row offset keeps memory at (B, C, H, W, 2K + 1), not its square.
     for a in range(taps):
-        idx = rows[..., a : a + 1] * w + cols
-        values = flat.gather(2, idx.view(b, 1, -1).expand(b, c, -1)).view(b, c, h, w, taps)
-        out += row_weight[:, None, :, :, a] * torch.einsum("bchwt,bhwt->bchw", values, col_weight)
-    return out
+        out += row_weight[..., a].view(b, 1, pixels) * window_sum(
+            rows[..., a : a + 1] * size[1] + idx
+        )
+    return out.view_as(x)
 
 
 def remap(x: torch.Tensor, displacement: torch.Tensor, interp: str = "bilinear") -> torch.Tensor:
