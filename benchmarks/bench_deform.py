@@ -158,7 +158,7 @@ def bench_gaussian_vs_dense(repeats: int) -> dict:
         base,
         ">= 1000x",
         base / cand >= 1000,
-        f"small batch because the dense kernel is {SIDE**4 * 4 / 2**20:.0f} MiB per image; max |diff| {error:.1e} (float32)",
+        f"small batch because the dense kernel is {SIDE**4 * 4 / 2**20:.0f} MiB per image; max abs difference {error:.1e} (float32)",
     )
 
 

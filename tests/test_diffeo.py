@@ -340,10 +340,13 @@ def test_deform_moves_each_sample_differently():
     assert all(not torch.equal(out[0], out[b]) for b in range(1, 6))
 
 
-def test_deform_matches_remap_of_sample_displacement():
-    x = _image((12, 20))
-    u = sample_displacement(3, (12, 20), 2e-3, 4, generator=_gen("cpu", 9))
-    torch.testing.assert_close(deform(x, 2e-3, 4, generator=_gen("cpu", 9)), remap(x, u))
+@pytest.mark.parametrize("size", [(17,), (12, 20), (1, 6)])
+@pytest.mark.parametrize("interp", INTERPS)
+def test_deform_matches_remap_of_sample_displacement(size, interp):
+    x = _image(size)
+    u = sample_displacement(3, size, 2e-3, 4, generator=_gen("cpu", 9))
+    out = deform(x, 2e-3, 4, interp, generator=_gen("cpu", 9))
+    torch.testing.assert_close(out, remap(x, u, interp))
 
 
 def test_deform_gradcheck():

@@ -127,3 +127,75 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 def _few(items: list[str], limit: int = 6) -> str:
     shown = ", ".join(items[:limit])
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"
+
+
+# ---- run directories -------------------------------------------------------------------------
+# A run directory holds:
+#   config.json                      the TrainConfig that made it (a different config is refused)
+#   checkpoints/step_XXXXXXXX.safetensors   model weights
+#   checkpoints/step_XXXXXXXX.json   metadata: step, epoch, errors, loss, config, versions; written
+#                                    LAST, so a checkpoint without its JSON is incomplete and ignored
+#   checkpoints/resume.pt            optimizer, scheduler and RNG state of the latest checkpoint
+#   measure/step_XXXXXXXX.parquet    the layer-wise table at that checkpoint (with --measure)
+#   table.parquet                    all checkpoints' tables, one tidy table (written at the end)
+#   done.json                        final metrics; a run with done.json is complete
+
+
+def versions() -> dict[str, str]:
+    """Versions that produced a result (recorded in every metadata file)."""
+    import platform
+
+    import numpy
+
+    from diffeoprobe import __version__
+
+    return {
+        "diffeoprobe": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    """Write ``payload`` as indented JSON, atomically."""
+    return atomic_write_bytes(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
+
+
+def read_json(path: str | Path) -> dict:
+    """Read a JSON file written by :func:`write_json`; a corrupt one is a DiffeoProbeError."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DiffeoProbeError(f"{str(path)!r} could not be read as JSON ({exc})") from exc
+
+
+def checkpoint_path(run_dir: str | Path, step: int, suffix: str) -> Path:
+    """``run_dir/checkpoints/step_00000123<suffix>``."""
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}{suffix}"
+
+
+def completed_checkpoints(run_dir: str | Path) -> list[int]:
+    """Steps whose checkpoint is complete (weights and metadata both written), ascending."""
+    folder = Path(run_dir) / "checkpoints"
+    steps = []
+    for meta in folder.glob("step_*.json") if folder.is_dir() else []:
+        step = int(meta.stem.split("_")[1])
+        if checkpoint_path(run_dir, step, ".safetensors").is_file():
+            steps.append(step)
+    return sorted(steps)
+
+
+def save_training_state(path: str | Path, state: dict) -> Path:
+    """Optimizer/scheduler/RNG state (plain tensors and numbers) for resuming, atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_training_state(path: str | Path) -> dict:
+    """Read a state written by :func:`save_training_state` with ``weights_only=True``."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DiffeoProbeError(f"training state {str(path)!r} could not be read ({exc})") from exc

@@ -63,6 +63,7 @@ def _sine_table(n: int, cut: int, device: torch.device, dtype: torch.dtype) -> t
     return torch.sin(math.pi * u[:, None] * i[None, :]).to(device=device, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=64)
 def _mode_std(ndim: int, cut: int) -> torch.Tensor:
     """Standard deviation of each coefficient at ``T = 1``: ``1 / |k|`` inside the cut, else 0.
 
@@ -286,36 +287,40 @@ def _identity_grid(size: tuple[int, ...], device: torch.device, dtype: torch.dty
 
 
 @functools.lru_cache(maxsize=64)
-def _grid_basis(
-    size: tuple[int, ...], cut: int, device: torch.device, dtype: torch.dtype
+def _column_table(
+    width: int, ndim: int, cut: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """``(ndim * modes, rows * W * 2)``: the ``grid_sample`` offset of ``-u`` per unit coefficient.
-
-    Row ``(k, mode)`` holds that mode's sines, times ``-n_k`` pixels in grid units, in the grid
-    component of axis ``k`` (``grid_sample`` orders them column, row), and zero in the other.
-    """
-    sines = [_sine_table(n, cut, torch.device("cpu"), torch.float64) for n in size]
-    if len(size) == 1:
-        modes = sines[0].T.reshape(cut, 1, size[0])
-    else:
-        modes = torch.einsum("hi,wj->ijhw", *sines).reshape(cut * cut, *size)
-    ndim = len(size)
-    basis = torch.zeros(ndim, *modes.shape, 2, dtype=torch.float64)
-    for k, n in enumerate(size):
-        basis[k, ..., ndim - 1 - k] = -n * _per_pixel(n) * modes
-    return basis.reshape(ndim * modes.shape[0], -1).to(device=device, dtype=dtype)
+    """``(ndim * c, 2 W)``: row ``k c + j`` holds ``sin(pi j u_w)`` in grid component ``k`` only."""
+    table = torch.zeros(ndim, cut, width, 2, dtype=torch.float64)
+    sines = _sine_table(width, cut, torch.device("cpu"), torch.float64).T
+    for k in range(ndim):
+        table[k, :, :, k] = sines
+    return table.reshape(ndim * cut, 2 * width).to(device=device, dtype=dtype)
 
 
 def _sampling_grid(coeffs: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """The ``grid_sample`` grid of ``p - u(p)`` straight from the coefficients, ``(B, rows, W, 2)``.
 
-    Equal to the identity grid plus the normalised ``-u`` of :func:`_field`, as one matrix product
-    that writes the grid's own layout (the hot path of :func:`deform`).
+    Equal to the identity grid plus the normalised ``-u`` of :func:`_field`, but written in the
+    grid's own layout by two small matrix products (the hot path of :func:`deform`); memory stays
+    ``O(c (H + W))`` besides the grid.
     """
-    base = _identity_grid(size, coeffs.device, coeffs.dtype)
-    basis = _grid_basis(size, coeffs.shape[2], coeffs.device, coeffs.dtype)
-    grid = torch.addmm(base.reshape(1, -1), coeffs.reshape(len(coeffs), -1), basis)
-    return grid.view(len(coeffs), *base.shape[1:])
+    b, ndim, cut = coeffs.shape[:3]
+    # grid_sample orders the components (column, row) and samples at p - u.
+    scale = [-n * _per_pixel(n) for n in reversed(size)]
+    coeffs = coeffs.flip(1) * torch.tensor(scale, dtype=coeffs.dtype, device=coeffs.device).view(
+        1, ndim, *[1] * ndim
+    )
+    if ndim == 1:
+        rows, per_row = 1, coeffs.reshape(b, cut)
+    else:
+        rows = size[0]
+        sines = _sine_table(rows, cut, coeffs.device, coeffs.dtype)
+        per_row = sines @ coeffs.permute(2, 0, 1, 3).reshape(cut, -1)  # (H, B * 2 * c)
+        per_row = per_row.view(rows, b, ndim * cut).transpose(0, 1).reshape(b * rows, -1)
+    table = _column_table(size[-1], ndim, cut, coeffs.device, coeffs.dtype)
+    grid = (per_row @ table).view(b, rows, size[-1], 2)
+    return grid.add_(_identity_grid(size, coeffs.device, coeffs.dtype))
 
 
 def _displacement_grid(displacement: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -376,7 +381,7 @@ def _gaussian(x: torch.Tensor, points: list[torch.Tensor]) -> torch.Tensor:
     size = x.shape[2:]
     pixels = math.prod(size)
     flat = x.reshape(b, c, pixels)
-    windows = [_gaussian_window(s.expand(b, *size), n) for s, n in zip(points, size)]
+    windows = [_gaussian_window(s.expand(b, *size), n) for s, n in zip(points, size, strict=True)]
     idx, weight = windows[-1]
     taps = idx.shape[-1]
     weight = weight.view(b, 1, pixels, taps)

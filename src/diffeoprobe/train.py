@@ -1,0 +1,516 @@
+"""Training with checkpoints at initialisation, at log-spaced steps and at the end.
+
+Read it top to bottom: set-up, then the loop, with the checkpoint schedule visible in it. Every
+random choice (initialisation, subset, data order, augmentation, measurement draws) derives from
+``config.seed``, and everything the loop needs to continue (weights, optimiser, scheduler, RNG) is
+saved at each checkpoint, so a run killed at any moment and started again with the same directory
+continues from its last checkpoint and ends with the same weights and tables as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from diffeoprobe import runs
+from diffeoprobe.config import MeasureConfig, TrainConfig, to_dict
+from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.validate import check_choice, check_int, check_positive
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+LOSSES = ("cross-entropy", "hinge")
+EVAL_BATCH = 1024  # images per forward pass when evaluating errors
+TRAIN_EVAL_MAX = 10_000  # training error is measured on at most this many training points
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run directory keeps its last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    run_dir: Path | None
+    steps: int
+    epochs: float
+    train_error: float
+    test_error: float
+    seconds: float
+    checkpoints: list[int]
+    table: pd.DataFrame | None
+
+
+def checkpoint_steps(total_steps: int, count: int) -> list[int]:
+    """Step 0 (initialisation), ``count`` log-spaced steps in ``[1, total_steps]``, and the last.
+
+    >>> checkpoint_steps(1000, 4)
+    [0, 1, 10, 100, 1000]
+    """
+    steps = {0, total_steps}
+    if count > 0 and total_steps > 0:
+        steps.update(int(round(s)) for s in np.geomspace(1, total_steps, count))
+    return sorted(steps)
+
+
+def validate_config(config: TrainConfig) -> TrainConfig:
+    """Check every field before any work starts (one clear error naming the field)."""
+    check_int(config.epochs, "epochs", minimum=1)
+    check_int(config.batch_size, "batch_size", minimum=1)
+    check_int(config.checkpoints, "checkpoints", minimum=0)
+    check_int(config.seed, "seed", minimum=0)
+    for name in ("train_size", "test_size"):
+        if getattr(config, name) is not None:
+            check_int(getattr(config, name), name, minimum=1)
+    check_positive(config.lr, "lr")
+    check_positive(config.momentum, "momentum", allow_zero=True)
+    check_positive(config.weight_decay, "weight_decay", allow_zero=True)
+    check_positive(config.alpha, "alpha")
+    check_choice(config.optimizer, "optimizer", OPTIMIZERS)
+    check_choice(config.schedule, "schedule", SCHEDULES)
+    check_choice(config.loss, "loss", LOSSES)
+    if str(config.device).startswith("cuda") and not torch.cuda.is_available():
+        raise DiffeoProbeError(f"device {config.device!r}: CUDA is not available on this machine")
+    return config
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path | None = None,
+    *,
+    measure: MeasureConfig | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> RunSummary:
+    """Train ``config.model`` on ``config.dataset``; checkpoint, measure and resume in ``out``.
+
+    Args:
+        config: the run (see :class:`~diffeoprobe.config.TrainConfig`).
+        out: run directory. ``None`` trains in memory without checkpoints. An existing directory
+            made by the same config is resumed from its last complete checkpoint (a finished run
+            returns at once); one made by another config is refused.
+        measure: settings for the layer-wise measurement at every checkpoint (used when
+            ``config.measure``; defaults to :class:`MeasureConfig`).
+        progress: show a progress bar with loss and accuracy.
+        log: called with one line per checkpoint.
+
+    Raises:
+        DiffeoProbeError: a bad config or a run directory holding another config.
+        TrainingDiverged: the loss became NaN/inf (the last good checkpoint stays).
+    """
+    validate_config(config)
+    measure = measure or MeasureConfig()
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None:
+        _claim_run_dir(run_dir, config, measure)
+        if (run_dir / "done.json").is_file():
+            return _finished(run_dir)
+    start_time = time.perf_counter()
+    device = torch.device(config.device)
+
+    # ---- data ---------------------------------------------------------------------------------
+    train_set, test_set = _load_data(config)
+    x_test, y_test = _tensors(test_set, config.test_size)
+    n_train = len(train_set)
+    num_classes = int(max(_labels(train_set).max(), y_test.max())) + 1
+    probe = x_test[: measure.probe_size] if config.measure else None
+
+    # ---- model and optimiser ------------------------------------------------------------------
+    torch.manual_seed(config.seed)
+    model = _build_model(config, in_channels=x_test.shape[1], num_classes=num_classes).to(device)
+    if config.channels_last and x_test.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(config, model)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _schedule(config.schedule, total_steps)
+    )
+    schedule = checkpoint_steps(total_steps, config.checkpoints)
+    forward = torch.compile(model) if config.compile else model
+
+    step = 0
+    if run_dir is not None and (done := runs.completed_checkpoints(run_dir)):
+        step = done[-1]
+        _restore(run_dir, step, model, optimizer, scheduler)
+        log(f"resuming from step {step}")
+
+    def checkpoint(step: int, train_loss: float) -> dict:
+        epoch = step / steps_per_epoch
+        metrics = dict(
+            step=step,
+            epoch=epoch,
+            train_loss=train_loss,
+            train_error=_error(model, train_set, TRAIN_EVAL_MAX, device),
+            test_error=_error_tensors(model, x_test, y_test, device),
+        )
+        if run_dir is not None:
+            _save_checkpoint(run_dir, config, measure, model, optimizer, scheduler, metrics, probe)
+        log(
+            f"step {step} (epoch {epoch:.2f}): train error {metrics['train_error']:.4f}, test error {metrics['test_error']:.4f}"
+        )
+        return metrics
+
+    last = (
+        checkpoint(0, math.nan)
+        if step == 0 and (run_dir is None or 0 not in runs.completed_checkpoints(run_dir))
+        else None
+    )
+
+    # ---- the loop -----------------------------------------------------------------------------
+    bar = _progress_bar(progress, total_steps, step)
+    running_loss, running_correct, running_seen = 0.0, 0, 0
+    stopped = False
+    with bar:
+        while step < total_steps and not stopped:
+            epoch = step // steps_per_epoch
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            order = torch.randperm(n_train, generator=_generator(config.seed, 1, epoch))
+            model.train()
+            for batch in range(step % steps_per_epoch, steps_per_epoch):
+                index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+                x, y = _batch(train_set, index)
+                if config.augment and x.dim() == 4:
+                    from diffeoprobe.data.transforms import augment
+
+                    x = augment(x, generator=_generator(config.seed, 2, step))
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if config.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits = config.alpha * forward(x)
+                loss = _loss(config.loss, logits, y) / config.alpha**2
+                if not torch.isfinite(loss):
+                    kept = runs.completed_checkpoints(run_dir)[-1] if run_dir is not None else None
+                    raise TrainingDiverged(
+                        f"the loss became {loss.item()} at step {step} (epoch {epoch}); "
+                        + (
+                            f"the last good checkpoint is step {kept} in {run_dir}; "
+                            if kept is not None
+                            else ""
+                        )
+                        + "try a smaller lr"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                running_loss += loss.item() * y.shape[0]
+                running_correct += int((logits.argmax(1) == y).sum())
+                running_seen += y.shape[0]
+                bar.update(step, running_loss / running_seen, running_correct / running_seen)
+                if step in schedule:
+                    last = checkpoint(step, running_loss / running_seen)
+                    model.train()
+            running_loss, running_correct, running_seen = 0.0, 0, 0
+            if config.stop_at_zero_error and _error(model, train_set, None, device) == 0.0:
+                stopped = True
+                if last is None or last["step"] != step:
+                    last = checkpoint(step, math.nan)
+    if last is None or last["step"] != step:  # resumed at the final checkpoint
+        last = (
+            runs.read_json(runs.checkpoint_path(run_dir, step, ".json"))
+            if run_dir
+            else checkpoint(step, math.nan)
+        )
+
+    summary = dict(
+        steps=step,
+        epochs=step / steps_per_epoch,
+        train_error=last["train_error"],
+        test_error=last["test_error"],
+        seconds=time.perf_counter() - start_time,
+    )
+    table = None
+    if run_dir is not None:
+        table = _collect_tables(run_dir) if config.measure else None
+        if table is not None:
+            runs.write_table(table, run_dir / "table.parquet")
+        runs.write_json(
+            run_dir / "done.json", {**summary, "checkpoints": runs.completed_checkpoints(run_dir)}
+        )
+    elif config.measure:
+        table = _measure_table(model, probe, config, measure, last)
+    return RunSummary(
+        run_dir,
+        checkpoints=runs.completed_checkpoints(run_dir) if run_dir else [step],
+        table=table,
+        **summary,
+    )
+
+
+# ---- helpers (set-up) -------------------------------------------------------------------------
+
+
+def _claim_run_dir(run_dir: Path, config: TrainConfig, measure: MeasureConfig) -> None:
+    wanted = {"train": to_dict(config), "measure": to_dict(measure)}
+    path = run_dir / "config.json"
+    if path.is_file():
+        found = runs.read_json(path)
+        if found.get("config") != _jsonable(wanted):
+            raise DiffeoProbeError(
+                f"out: {str(run_dir)!r} holds a run with another configuration; choose another directory"
+            )
+        return
+    runs.write_json(path, {"config": wanted, "versions": runs.versions()})
+
+
+def _jsonable(value: object) -> object:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def _finished(run_dir: Path) -> RunSummary:
+    done = runs.read_json(run_dir / "done.json")
+    table_path = run_dir / "table.parquet"
+    table = runs.read_table(table_path) if table_path.is_file() else None
+    return RunSummary(
+        run_dir,
+        done["steps"],
+        done["epochs"],
+        done["train_error"],
+        done["test_error"],
+        done["seconds"],
+        done["checkpoints"],
+        table,
+    )
+
+
+def _load_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
+    from diffeoprobe.data import build_dataset
+
+    common = dict(data_dir=config.data_dir, seed=config.seed, **config.dataset_options)
+    train_set = build_dataset(config.dataset, split="train", **common)
+    test_set = build_dataset(config.dataset, split="test", **common)
+    if config.train_size is not None:
+        if config.train_size > len(train_set):
+            raise DiffeoProbeError(
+                f"train_size must be <= {len(train_set)} (the size of the training set), got {config.train_size}"
+            )
+        subset = torch.randperm(len(train_set), generator=_generator(config.seed, 0, 0))[
+            : config.train_size
+        ]
+        train_set = _subset(train_set, subset)
+    return train_set, test_set
+
+
+def _subset(dataset: Dataset, index: torch.Tensor) -> Dataset:
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[index] for t in dataset.tensors))
+    return torch.utils.data.Subset(dataset, index.tolist())
+
+
+def _labels(dataset: Dataset) -> torch.Tensor:
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1]
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])
+
+
+def _tensors(dataset: Dataset, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    return _batch(dataset, torch.arange(n))
+
+
+def _batch(dataset: Dataset, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(dataset, TensorDataset):
+        x, y = dataset.tensors[:2]
+        return x[index], y[index]
+    items = [dataset[int(i)] for i in index]
+    return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
+
+
+def _build_model(config: TrainConfig, *, in_channels: int, num_classes: int) -> nn.Module:
+    from diffeoprobe.models import build
+
+    return build(config.model, in_channels, num_classes, **dict(config.model_options))
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
+    if name == "constant":
+        return lambda step: 1.0
+    return lambda step: (
+        0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    )
+
+
+def _generator(seed: int, stream: int, index: int) -> torch.Generator:
+    """An independent generator per (seed, purpose, epoch or step): resumable data order."""
+    state = np.random.SeedSequence([seed, stream, index]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> np.uint64(1)))
+
+
+def _loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if name == "cross-entropy":
+        return F.cross_entropy(logits, y)
+    if logits.shape[1] == 2:  # binary hinge on the margin f = logit_1 - logit_0, labels +-1
+        margin = (logits[:, 1] - logits[:, 0]) * (2 * y - 1)
+        return F.relu(1 - margin).mean()
+    return F.multi_margin_loss(logits, y)
+
+
+@torch.no_grad()
+def _error_tensors(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> float:
+    was_training = model.training
+    model.eval()
+    wrong = 0
+    for i in range(0, x.shape[0], EVAL_BATCH):
+        logits = model(x[i : i + EVAL_BATCH].to(device))
+        wrong += int((logits.argmax(1).cpu() != y[i : i + EVAL_BATCH]).sum())
+    model.train(was_training)
+    return wrong / max(x.shape[0], 1)
+
+
+def _error(model: nn.Module, dataset: Dataset, limit: int | None, device: torch.device) -> float:
+    x, y = _tensors(dataset, limit)
+    return _error_tensors(model, x, y, device)
+
+
+def _save_checkpoint(
+    run_dir: Path,
+    config: TrainConfig,
+    measure: MeasureConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: object,
+    metrics: dict,
+    probe: torch.Tensor | None,
+) -> None:
+    step = metrics["step"]
+    runs.save_weights(model, runs.checkpoint_path(run_dir, step, ".safetensors"))
+    runs.save_training_state(
+        run_dir / "checkpoints" / "resume.pt",
+        {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        },
+    )
+    if config.measure:
+        table = _measure_table(model, probe, config, measure, metrics)
+        runs.write_table(table, run_dir / "measure" / f"step_{step:08d}.parquet")
+    runs.write_json(
+        runs.checkpoint_path(run_dir, step, ".json"),
+        {**metrics, "config": to_dict(config), "versions": runs.versions()},
+    )
+
+
+def _restore(run_dir: Path, step: int, model: nn.Module, optimizer, scheduler) -> None:
+    runs.load_weights(model, runs.checkpoint_path(run_dir, step, ".safetensors"))
+    state = runs.load_training_state(run_dir / "checkpoints" / "resume.pt")
+    if state["step"] != step:
+        raise DiffeoProbeError(
+            f"{run_dir}: the resume state is for step {state['step']} but the last checkpoint is step {step}"
+        )
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+
+
+def _measure_table(
+    model: nn.Module,
+    probe: torch.Tensor,
+    config: TrainConfig,
+    measure: MeasureConfig,
+    metrics: dict,
+) -> pd.DataFrame:
+    from diffeoprobe.measure import measure as run_measure
+
+    diffeo = measure.diffeo
+    if diffeo == "auto":
+        diffeo = "pixel-shift" if config.dataset == "scale-detection" else "max-entropy"
+    table = run_measure(
+        model,
+        probe,
+        delta=measure.delta,
+        temperature=measure.temperature,
+        cut=measure.cut,
+        interp=measure.interp,
+        diffeo=diffeo,
+        noise=measure.noise,
+        draws=measure.draws,
+        channel_mean=measure.channel_mean,
+        batch_size=measure.batch_size,
+        seed=config.seed,
+    )
+    for key in ("step", "epoch", "train_error", "test_error"):
+        table.insert(0, key, metrics[key])
+    table.insert(0, "seed", config.seed)
+    table.insert(0, "dataset", config.dataset)
+    table.insert(0, "model", config.model)
+    return table
+
+
+def _collect_tables(run_dir: Path) -> pd.DataFrame:
+    parts = [runs.read_table(p) for p in sorted((run_dir / "measure").glob("step_*.parquet"))]
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, step: int, loss: float, accuracy: float) -> None:
+        return None
+
+
+class _RichBar(_NoBar):
+    def __init__(self, total: int, start: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}"),
+        )
+        self._task = self._progress.add_task(
+            "train", total=total, completed=start, loss=math.nan, acc=math.nan
+        )
+
+    def __enter__(self) -> _RichBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, step: int, loss: float, accuracy: float) -> None:
+        self._progress.update(self._task, completed=step, loss=loss, acc=accuracy)
+
+
+def _progress_bar(show: bool, total: int, start: int) -> _NoBar:
+    return _RichBar(total, start) if show else _NoBar()
