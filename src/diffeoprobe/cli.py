@@ -6,9 +6,14 @@ never as a traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
+import inspect
 import math
 import sys
+import typing
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +24,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from diffeoprobe.config import MeasureConfig, TrainConfig, from_dict
 from diffeoprobe.errors import DiffeoProbeError
 
 app = typer.Typer(
@@ -45,6 +51,70 @@ def _options(pairs: list[str] | None, flag: str) -> dict[str, object]:
                 f"{flag} {pair!r}: the value is not valid YAML ({exc})"
             ) from None
     return out
+
+
+def config_options(
+    *configs: tuple[type, str],
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Derive a command's options from config dataclasses (the one source of defaults).
+
+    Each field becomes ``--field-name`` with the field's type, default and help; ``bool`` fields
+    become ``--x/--no-x``; ``dict`` fields become repeatable ``--model-option KEY=VALUE``. A field
+    whose name the command already uses gets the config's prefix (``--measure-batch-size``). The
+    command receives the built configs as ``configs={cls: instance}``.
+    """
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(fn, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.name != "configs"]
+        taken = {p.name for p in params}
+        fields_of: dict[str, tuple[type, str, str | None]] = {}
+        for cls, prefix in configs:
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                name = f.name if f.name not in taken else f"{prefix}_{f.name}"
+                taken.add(name)
+                help_text = f.metadata.get("help", "")
+                if typing.get_origin(hints[f.name]) is dict:
+                    flag = "--" + f.name.removesuffix("s").replace("_", "-")
+                    annotation = Annotated[
+                        list[str] | None,
+                        typer.Option(
+                            flag,
+                            *filter(None, [f.metadata.get("short")]),
+                            help=f"{help_text}; KEY=VALUE, repeatable",
+                        ),
+                    ]
+                    default, dict_flag = None, flag
+                else:
+                    flag = "--" + name.replace("_", "-")
+                    decls = (f"{flag}/--no-{flag[2:]}",) if hints[f.name] is bool else (flag,)
+                    annotation = Annotated[hints[f.name], typer.Option(*decls, help=help_text)]
+                    default, dict_flag = f.default, None
+                params.append(
+                    inspect.Parameter(
+                        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+                    )
+                )
+                fields_of[name] = (cls, f.name, dict_flag)
+
+        @functools.wraps(fn)
+        def command(**kwargs: object) -> None:
+            values: dict[type, dict[str, object]] = {cls: {} for cls, _ in configs}
+            rest = {}
+            for key, value in kwargs.items():
+                if key not in fields_of:
+                    rest[key] = value
+                    continue
+                cls, field_name, dict_flag = fields_of[key]
+                values[cls][field_name] = _options(value, dict_flag) if dict_flag else value
+            return fn(**rest, configs={cls: from_dict(cls, v) for cls, v in values.items()})
+
+        command.__signature__ = signature.replace(parameters=params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
 
 
 def _build_model(
@@ -273,6 +343,82 @@ def deform(
     x = torch.stack([data[i][0] for i in range(min(images, len(data)))])
     save_figure(deform_grid(x, temperatures=temperatures, cut=cut, interp=interp, seed=seed), out)
     console.print(f"wrote {out}")
+
+
+@app.command()
+@config_options((TrainConfig, "train"), (MeasureConfig, "measure"))
+def train(
+    out: Annotated[Path, typer.Option(help="run directory (resumed when it exists)")],
+    configs: dict | None = None,
+) -> None:
+    """Train a model with checkpoints at init, log-spaced steps and the end; optionally measure each.
+
+    Example: diffeoprobe train --model simplecnn --dataset fashionmnist --epochs 5 --lr 0.05 --measure --out runs/fm
+    """
+    from diffeoprobe.train import TrainingDiverged
+    from diffeoprobe.train import train as run_training
+
+    config, measure_config = configs[TrainConfig], configs[MeasureConfig]
+    try:
+        summary = run_training(
+            config, out, measure=measure_config, progress=sys.stderr.isatty(), log=console.print
+        )
+    except TrainingDiverged as exc:
+        print(f"error: training diverged: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    console.print(
+        f"done: {summary.steps} steps ({summary.epochs:.2f} epochs), train error {summary.train_error:.4f}, "
+        f"test error {summary.test_error:.4f}, {summary.seconds:.1f} s -> {out}"
+    )
+    if summary.table is not None:
+        last = summary.table[summary.table["step"] == summary.table["step"].max()]
+        _print_table(
+            last,
+            f"{config.model} on {config.dataset} after training (step {int(last['step'].iloc[0])})",
+        )
+
+
+@app.command()
+def plot(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="run directories made by `diffeoprobe train --measure`")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="folder for the figures (default: each run's figures/)")
+    ] = None,
+) -> None:
+    """Figures of one or more runs: D_k, G_k, R_k versus relative depth per checkpoint; error versus R.
+
+    Example: diffeoprobe plot runs/fm runs/fm-seed1
+    """
+    from diffeoprobe.plots import error_versus_r, layer_curves, save_figure
+    from diffeoprobe.runs import read_table
+
+    tables = []
+    for run_dir in run_dirs:
+        path = run_dir / "table.parquet"
+        if not path.is_file():
+            raise DiffeoProbeError(
+                f"{str(run_dir)!r} has no table.parquet: run `diffeoprobe train --measure --out {run_dir}` (to its end) first"
+            )
+        table = read_table(path)
+        table["run"] = str(run_dir)
+        tables.append(table)
+        folder = out or run_dir / "figures"
+        for suffix in (".png", ".pdf"):
+            save_figure(
+                layer_curves(table, title=str(run_dir)), folder / f"{run_dir.name}-layers{suffix}"
+            )
+        console.print(f"wrote {folder / (run_dir.name + '-layers.png')}")
+    if len(tables) > 1 or out is not None:
+        import pandas as pd
+
+        folder = out or run_dirs[0] / "figures"
+        for suffix in (".png", ".pdf"):
+            save_figure(
+                error_versus_r(pd.concat(tables, ignore_index=True)), folder / f"error-vs-R{suffix}"
+            )
+        console.print(f"wrote {folder / 'error-vs-R.png'}")
 
 
 def main() -> None:

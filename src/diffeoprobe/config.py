@@ -22,46 +22,88 @@ C = TypeVar("C")
 class MeasureConfig:
     """Settings of the layer-wise measurement (science.md section 4)."""
 
-    probe_size: int = 500  # P, test images used as probes
-    delta: float = 1.0  # typical diffeo displacement, pixels (ignored if temperature is set)
-    temperature: float | None = None  # ensemble temperature T, overrides delta
-    cut: int = 3  # ensemble frequency cut-off c
-    interp: str = "bilinear"  # bilinear | nearest | gaussian
-    diffeo: str = "auto"  # max-entropy | pixel-shift | auto (pixel-shift on scale-detection)
-    noise: str = "matched"  # matched | rectified
-    draws: int = 1  # diffeo/noise draws per probe image
-    channel_mean: bool = False  # average representations over channels first
-    batch_size: int = 256  # images per forward pass, all copies counted
+    probe_size: int = field(default=500, metadata={"help": "P, test images used as probes"})
+    delta: float = field(
+        default=1.0,
+        metadata={"help": "typical diffeo displacement, pixels (ignored if temperature is set)"},
+    )
+    temperature: float | None = field(
+        default=None, metadata={"help": "ensemble temperature T, overrides delta"}
+    )
+    cut: int = field(default=3, metadata={"help": "ensemble frequency cut-off c"})
+    interp: str = field(default="bilinear", metadata={"help": "bilinear | nearest | gaussian"})
+    diffeo: str = field(
+        default="auto",
+        metadata={"help": "max-entropy | pixel-shift | auto (pixel-shift on scale-detection)"},
+    )
+    noise: str = field(default="matched", metadata={"help": "matched | rectified"})
+    draws: int = field(default=1, metadata={"help": "diffeo/noise draws per probe image"})
+    channel_mean: bool = field(
+        default=False, metadata={"help": "average representations over channels first"}
+    )
+    batch_size: int = field(
+        default=256, metadata={"help": "images per forward pass, all copies counted"}
+    )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run: data, model, optimiser, schedule, checkpoints (science.md sections 6, 8)."""
 
-    model: str = "simplecnn"  # zoo name or module.path:factory
-    model_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"depth": 6}
+    model: str = field(default="simplecnn", metadata={"help": "zoo name or module.path:factory"})
+    model_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": 'e.g. {"depth": 6}', "short": "-m"}
+    )
     dataset: str = "fashionmnist"
-    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"xi": 14, "noise_norm": 1.0}
+    dataset_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": 'e.g. {"xi": 14, "noise_norm": 1.0}', "short": "-d"}
+    )
     data_dir: str | None = None
-    train_size: int | None = None  # P: use this many training points (a seeded subset); None = all
-    test_size: int | None = None  # evaluate on this many test points; None = all
-    epochs: int = 10  # upper bound on the number of passes over the training set
+    train_size: int | None = field(
+        default=None,
+        metadata={"help": "P: use this many training points (a seeded subset); None = all"},
+    )
+    test_size: int | None = field(
+        default=None, metadata={"help": "evaluate on this many test points; None = all"}
+    )
+    epochs: int = field(
+        default=10, metadata={"help": "upper bound on the number of passes over the training set"}
+    )
     batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: str = field(default="sgd", metadata={"help": "sgd | adam"})
     lr: float = 0.1
-    momentum: float = 0.9  # SGD only
+    momentum: float = field(default=0.9, metadata={"help": "SGD only"})
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine (to zero at the last step) | constant
-    loss: str = "cross-entropy"  # cross-entropy | hinge
-    alpha: float = 1.0  # output scale: logits = alpha * f(x), loss / alpha^2 (feature vs lazy)
-    stop_at_zero_error: bool = False  # stop after the first epoch with zero training error
-    augment: bool = False  # random crop (padding 4) + horizontal flip, 2D only
-    checkpoints: int = 10  # log-spaced checkpoints between step 1 and the end (plus init)
-    measure: bool = False  # run the layer-wise measurement at every checkpoint
-    seed: int = 0  # initialisation, data order, augmentation, subset and measurement draws
+    schedule: str = field(
+        default="cosine", metadata={"help": "cosine (to zero at the last step) | constant"}
+    )
+    loss: str = field(default="cross-entropy", metadata={"help": "cross-entropy | hinge"})
+    alpha: float = field(
+        default=1.0,
+        metadata={"help": "output scale: logits = alpha * f(x), loss / alpha^2 (feature vs lazy)"},
+    )
+    stop_at_zero_error: bool = field(
+        default=False, metadata={"help": "stop after the first epoch with zero training error"}
+    )
+    augment: bool = field(
+        default=False, metadata={"help": "random crop (padding 4) + horizontal flip, 2D only"}
+    )
+    checkpoints: int = field(
+        default=10,
+        metadata={"help": "log-spaced checkpoints between step 1 and the end (plus init)"},
+    )
+    measure: bool = field(
+        default=False, metadata={"help": "run the layer-wise measurement at every checkpoint"}
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "initialisation, data order, augmentation, subset and measurement draws"},
+    )
     device: str = "cpu"
-    compile: bool = False  # torch.compile the model
-    channels_last: bool = False  # channels-last memory format (2D)
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    channels_last: bool = field(
+        default=False, metadata={"help": "channels-last memory format (2D)"}
+    )
 
 
 def from_dict(cls: type[C], values: dict[str, Any], *, where: str = "") -> C:

@@ -61,3 +61,56 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     fig.savefig(buffer, format=path.suffix.lstrip(".").lower(), dpi=dpi)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+QUANTITIES = ("D", "G", "R")
+
+
+def layer_curves(table, *, title: str = "", x: str = "rel_depth") -> Figure:
+    """D_k, G_k, R_k versus relative depth, one curve per checkpoint (init light, end dark).
+
+    Args:
+        table: a run table (columns ``step``, ``rel_depth``, ``D``, ``G``, ``R`` and ``*_se``);
+            without a ``step`` column it is drawn as one curve.
+    """
+    steps = sorted(table["step"].unique()) if "step" in table else [None]
+    colours = plt.cm.viridis(np.linspace(0.9, 0.0, len(steps)))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for colour, step in zip(colours, steps, strict=True):
+        part = table if step is None else table[table["step"] == step]
+        label = "" if step is None else ("init" if step == 0 else f"step {step}")
+        for ax, q in zip(axes, QUANTITIES, strict=True):
+            ax.errorbar(
+                part[x],
+                part[q],
+                yerr=part[f"{q}_se"],
+                color=colour,
+                marker=".",
+                ms=4,
+                lw=1,
+                label=label,
+            )
+    for ax, q in zip(axes, QUANTITIES, strict=True):
+        ax.set_yscale("log")
+        ax.set_xlabel("relative depth k / L")
+        ax.set_title({"D": "D_k (diffeo)", "G": "G_k (noise)", "R": "R_k = D_k / G_k"}[q])
+    if steps != [None]:
+        axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def error_versus_r(table) -> Figure:
+    """Test error versus R at the output, one point per run (its last checkpoint), log-log."""
+    last = table[table["layer"] == "output"].sort_values("step").groupby("run").tail(1)
+    fig, ax = plt.subplots(figsize=(4.5, 3.6))
+    ax.errorbar(last["R"], last["test_error"], xerr=last["R_se"], fmt="o")
+    for row in last.itertuples():
+        ax.annotate(f"{row.model}", (row.R, row.test_error), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("R at the output")
+    ax.set_ylabel("test error")
+    fig.tight_layout()
+    return fig

@@ -211,10 +211,10 @@ def train(
                 running_correct += int((logits.argmax(1) == y).sum())
                 running_seen += y.shape[0]
                 bar.update(step, running_loss / running_seen, running_correct / running_seen)
-                if step in schedule:
+                if step in schedule:  # train_loss: mean over the steps since the last checkpoint
                     last = checkpoint(step, running_loss / running_seen)
+                    running_loss, running_correct, running_seen = 0.0, 0, 0
                     model.train()
-            running_loss, running_correct, running_seen = 0.0, 0, 0
             if config.stop_at_zero_error and _error(model, train_set, None, device) == 0.0:
                 stopped = True
                 if last is None or last["step"] != step:

@@ -137,7 +137,8 @@ def read_cifar_batch(raw: bytes, source: str | Path) -> tuple[np.ndarray, np.nda
         raise DiffeoProbeError(
             f"{source}: b'data' must be a uint8 array of shape (N, {_PIXELS}), got {got}"
         )
-    if labels.ndim != 1 or labels.shape[0] != data.shape[0] or labels.dtype.kind not in "iu":
+    integers = labels.dtype.kind in "iu" or labels.size == 0  # np.asarray([]) is float64
+    if labels.ndim != 1 or labels.shape[0] != data.shape[0] or not integers:
         raise DiffeoProbeError(
             f"{source}: b'labels' must be {data.shape[0]} integers (one per image), got "
             f"{labels.dtype} of shape {labels.shape}"
@@ -157,7 +158,9 @@ def _read_directory(directory: Path, names: tuple[str, ...]) -> list[tuple[bytes
         try:
             out.append((path.read_bytes(), str(path)))
         except OSError as err:
-            raise DiffeoProbeError(f"cannot read CIFAR batch {path}: {err.strerror or err}") from None
+            raise DiffeoProbeError(
+                f"cannot read CIFAR batch {path}: {err.strerror or err}"
+            ) from None
     return out
 
 

@@ -149,4 +149,3 @@ def fetch(directory: Path, files: Sequence[RemoteFile]) -> None:
     """Download each of ``files`` into ``directory``, trying its official address then mirrors."""
     for remote in files:
         download(remote.urls, directory / remote.name, md5=remote.md5)
-

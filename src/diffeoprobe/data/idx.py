@@ -24,12 +24,16 @@ from torch.utils.data import TensorDataset
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.validate import check_choice
 
+from .download import RemoteFile
+
 __all__ = [
     "BASE_URLS",
     "FASHION_MNIST_DIR",
     "IDX_FILES",
     "MD5",
+    "MIRRORS",
     "URLS",
+    "idx_remote_files",
     "load_idx_dataset",
     "read_idx",
 ]
@@ -47,6 +51,12 @@ IDX_FILES: Mapping[str, tuple[str, str]] = {
 BASE_URLS: Mapping[str, str] = {
     "fashionmnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "mnist": "http://yann.lecun.com/exdb/mnist/",
+}
+#: dataset -> further sites holding the same ``.gz`` files, tried after the official one (the MNIST
+#: site often refuses scripted downloads; PyTorch's mirror is the one torchvision uses first).
+MIRRORS: Mapping[str, tuple[str, ...]] = {
+    "fashionmnist": (),
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",),
 }
 _GZ_NAMES = [f"{name}.gz" for pair in IDX_FILES.values() for name in pair]
 
@@ -72,6 +82,16 @@ MD5: Mapping[str, Mapping[str, str]] = {
         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
     },
 }
+
+
+def idx_remote_files(dataset: str, split: str) -> list[RemoteFile]:
+    """The two official ``.gz`` files of one split of ``"mnist"`` or ``"fashionmnist"``."""
+    sites = (BASE_URLS[dataset], *MIRRORS[dataset])
+    names = [f"{name}.gz" for name in IDX_FILES[split]]
+    return [
+        RemoteFile(name, tuple(site + name for site in sites), MD5[dataset][name]) for name in names
+    ]
+
 
 #: idx type code -> big-endian numpy dtype.
 _IDX_DTYPES: Mapping[int, str] = {

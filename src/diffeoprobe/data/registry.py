@@ -11,20 +11,27 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.registry import Registry
-from diffeoprobe.validate import check_choice, check_int
+from diffeoprobe.validate import check_choice, check_int, check_positive
 
-from .idx import BASE_URLS, FASHION_MNIST_DIR, load_idx_dataset
+from .cifar import load_cifar10
+from .download import DATA_CACHE, fetch
+from .idx import BASE_URLS, FASHION_MNIST_DIR, idx_remote_files, load_idx_dataset
+from .noisy import NOISE_MODES, NoisyDataset, add_fixed_noise, mix_seed
 from .scale_detection import scale_detection
+from .svhn import load_svhn
+from .transforms import NORMALIZATION
+from .transforms import normalize as normalize_images
 
-__all__ = ["DATASETS", "SPLITS", "available_datasets", "build_dataset"]
+__all__ = ["DATASETS", "SPLITS", "available_datasets", "build_dataset", "default_data_dir"]
 
 DATASETS: Registry[TensorDataset] = Registry("dataset")
 SPLITS = ("train", "test")
 _COMMON = ("split", "seed", "data_dir")  # passed by build_dataset, not user options
+_WRAPPERS = "normalize, noise_norm, noise_mode"  # options build_dataset applies to every data set
 
 
 def build_dataset(
@@ -33,8 +40,11 @@ def build_dataset(
     split: str = "test",
     data_dir: str | Path | None = None,
     seed: int = 0,
+    normalize: bool = False,
+    noise_norm: float = 0.0,
+    noise_mode: str = "fixed",
     **options: object,
-) -> TensorDataset:
+) -> Dataset:
     """Build one split of the data set registered as ``name``.
 
     Args:
@@ -42,12 +52,23 @@ def build_dataset(
         split: ``"train"`` or ``"test"``.
         data_dir: where a file-backed data set lives (its own default when ``None``); refused by
             synthetic data sets, which read nothing.
-        seed: seeds whatever the data set draws at random (file-backed sets draw nothing).
-        **options: the data set's own options, e.g. ``d``, ``xi``, ``gap``, ``dim``, ``task``,
-            ``train_size``, ``test_size``, ``value`` for ``"scale-detection"``.
+        seed: seeds whatever the data set draws at random (file-backed sets draw nothing) and the
+            added noise (with the split, so that train and test noise differ).
+        normalize: subtract the per-channel mean and divide by the std of the training split
+            (:data:`~diffeoprobe.data.transforms.NORMALIZATION`; image data sets only).
+        noise_norm: add white noise of total norm ``noise_norm`` to every image, after
+            ``normalize`` (science.md section 8; :mod:`~diffeoprobe.data.noisy`); ``0`` adds none.
+        noise_mode: ``"fixed"`` (one draw per image, every epoch) or ``"fresh"`` (a new draw each
+            epoch, chosen with ``set_epoch``).
+        **options: the data set's own options: ``download`` for the file-backed sets (fetch missing
+            official files); ``d``, ``xi``, ``gap``, ``dim``, ``task``, ``train_size``,
+            ``test_size``, ``value`` for ``"scale-detection"``.
 
     Returns:
-        ``TensorDataset(x, y)``: ``x`` float32 ``(N, C, L)`` or ``(N, C, H, W)``, ``y`` int64 ``(N,)``.
+        ``TensorDataset(x, y)``: ``x`` float32 ``(N, C, L)`` or ``(N, C, H, W)``, ``y`` int64
+        ``(N,)``; with ``noise_mode="fresh"`` and ``noise_norm > 0`` a
+        :class:`~diffeoprobe.data.noisy.NoisyDataset` over it instead, whose items ``(x, y)`` are
+        the same shapes and whose ``set_epoch(epoch)`` picks the epoch's noise.
 
     >>> x, y = build_dataset("scale-detection", split="train", d=16, xi=4, train_size=8)[:]
     >>> tuple(x.shape), y.dtype
@@ -55,12 +76,33 @@ def build_dataset(
     """
     split = check_choice(split, "split", SPLITS)
     seed = check_int(seed, "seed", minimum=0)
+    noise_norm = check_positive(noise_norm, "noise_norm", allow_zero=True)
+    noise_mode = check_choice(noise_mode, "noise_mode", NOISE_MODES)
+    if not isinstance(normalize, bool):
+        raise DiffeoProbeError(f"normalize must be true or false, got {normalize!r}")
     factory = DATASETS.get(name)
+    key = name.lower()
+    if normalize and key not in NORMALIZATION:
+        raise DiffeoProbeError(
+            f"normalize=True: dataset {name!r} has no published mean and std; it is offered for "
+            f"{', '.join(sorted(NORMALIZATION))}"
+        )
     kwargs: dict[str, object] = {"split": split, "seed": seed, **options}
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
     _check_options(name, factory, kwargs)
-    return factory(**kwargs)
+    data = factory(**kwargs)
+
+    if normalize:
+        x, *rest = data.tensors
+        data = TensorDataset(normalize_images(x, *NORMALIZATION[key]), *rest)
+    if noise_norm > 0:
+        noise_seed = mix_seed(seed, SPLITS.index(split))
+        if noise_mode == "fixed":
+            data = add_fixed_noise(data, noise_norm, seed=noise_seed)
+        else:
+            data = NoisyDataset(data, noise_norm, mode="fresh", seed=noise_seed)
+    return data
 
 
 def available_datasets() -> list[str]:
@@ -75,47 +117,125 @@ def _check_options(name: str, factory: Callable[..., object], kwargs: dict[str, 
     if unknown:
         accepted = [p for p in parameters if p not in _COMMON]
         takes = ", ".join(accepted) if accepted else "no options"
-        extra = " (it reads no files)" if "data_dir" in unknown else ""
+        reads_files = "data_dir" in parameters
+        extra = (
+            ""
+            if reads_files or not {"data_dir", "download"} & set(unknown)
+            else " (it reads no files)"
+        )
         raise DiffeoProbeError(
-            f"dataset {name!r} does not accept {', '.join(unknown)}{extra}; it takes: {takes}"
+            f"dataset {name!r} does not accept {', '.join(unknown)}{extra}; it takes: {takes} "
+            f"(and, like every data set, {_WRAPPERS})"
         )
 
 
-_HOW_TO_GET = {
-    "fashionmnist": (
-        "install it with `apt-get install dataset-fashion-mnist` (puts the files in "
-        f"{FASHION_MNIST_DIR}) or download the four .gz files from {BASE_URLS['fashionmnist']} "
-        "into data_dir"
-    ),
-    "mnist": f"download the four .gz files from {BASE_URLS['mnist']} into data_dir",
-}
+def default_data_dir(name: str) -> Path:
+    """Where a file-backed data set lives unless ``data_dir`` says otherwise:
+    ``~/.cache/diffeoprobe/<name>`` (:data:`~diffeoprobe.data.download.DATA_CACHE`)."""
+    return (DATA_CACHE / name).expanduser()
+
+
+def _idx_dataset(
+    name: str,
+    split: str,
+    data_dir: str | Path | None,
+    default: Path,
+    download: bool,
+    note: str = "",
+) -> TensorDataset:
+    """MNIST-format data: fetch the split's missing ``.gz`` files if asked, then load them."""
+    directory = default if data_dir is None else Path(data_dir).expanduser()
+    remotes = idx_remote_files(name, split)
+    if download:
+        fetch(directory, [r for r in remotes if not _idx_present(directory, r.name)])
+    wanted = ", ".join(f"{r.name} (md5 {r.md5})" for r in remotes)
+    how_to_get = (
+        f"put {wanted} from {BASE_URLS[name]} into {directory}, or pass download=True (command "
+        f"line: --download) to fetch them{note}"
+    )
+    if data_dir is None:
+        how_to_get = (
+            f"dataset {name!r} needs data_dir, the directory holding its idx files, when they are "
+            f"not in its default directory {directory}; {how_to_get}"
+        )
+    return load_idx_dataset(directory, split, how_to_get=how_to_get)
+
+
+def _idx_present(directory: Path, gz_name: str) -> bool:
+    return (directory / gz_name).is_file() or (directory / gz_name.removesuffix(".gz")).is_file()
 
 
 @DATASETS.register("fashionmnist")
 def fashion_mnist(
-    *, split: str = "test", data_dir: str | Path = FASHION_MNIST_DIR, seed: int = 0
+    *,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    download: bool = False,
 ) -> TensorDataset:
     """Fashion-MNIST (idx files): images ``(N, 1, 28, 28)`` in ``[0, 1]``, 60000 train / 10000 test.
 
-    ``seed`` is accepted for a uniform interface and unused: the files fix the data.
+    ``data_dir`` defaults to the system copy :data:`~diffeoprobe.data.idx.FASHION_MNIST_DIR` when it
+    is installed, else to :func:`default_data_dir`. ``download`` fetches missing files (into a
+    writable ``data_dir``). ``seed`` is accepted for a uniform interface and unused.
     """
-    return load_idx_dataset(data_dir, split, how_to_get=_HOW_TO_GET["fashionmnist"])
+    default = FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else default_data_dir("fashionmnist")
+    note = (
+        f"; or install it with `apt-get install dataset-fashion-mnist` (into {FASHION_MNIST_DIR})"
+    )
+    return _idx_dataset("fashionmnist", split, data_dir, default, download, note)
 
 
 @DATASETS.register("mnist")
 def mnist(
-    *, split: str = "test", data_dir: str | Path | None = None, seed: int = 0
+    *,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    download: bool = False,
 ) -> TensorDataset:
     """MNIST (idx files): images ``(N, 1, 28, 28)`` in ``[0, 1]``, 60000 train / 10000 test.
 
-    There is no system-wide copy to default to, so ``data_dir`` must be given. ``seed`` is unused.
+    ``data_dir`` defaults to :func:`default_data_dir` (``~/.cache/diffeoprobe/mnist``); ``download``
+    fetches missing files there. ``seed`` is unused.
     """
-    if data_dir is None:
-        raise DiffeoProbeError(
-            "dataset 'mnist' needs data_dir, the directory holding its idx files; "
-            + _HOW_TO_GET["mnist"]
-        )
-    return load_idx_dataset(data_dir, split, how_to_get=_HOW_TO_GET["mnist"])
+    return _idx_dataset("mnist", split, data_dir, default_data_dir("mnist"), download)
+
+
+@DATASETS.register("cifar10")
+def cifar10(
+    *,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> TensorDataset:
+    """CIFAR-10 (official python batches): images ``(N, 3, 32, 32)`` in ``[0, 1]``, 50000 train /
+    10000 test; see :func:`~diffeoprobe.data.cifar.load_cifar10`.
+
+    ``data_dir`` defaults to :func:`default_data_dir` (``~/.cache/diffeoprobe/cifar10``) and holds
+    ``cifar-10-python.tar.gz`` or the extracted ``cifar-10-batches-py/``. ``seed`` is unused.
+    """
+    directory = default_data_dir("cifar10") if data_dir is None else data_dir
+    return load_cifar10(directory, split, download=download)
+
+
+@DATASETS.register("svhn")
+def svhn(
+    *,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> TensorDataset:
+    """SVHN cropped digits (official ``.mat`` files): images ``(N, 3, 32, 32)`` in ``[0, 1]``, labels
+    ``0..9``, 73257 train / 26032 test; see :func:`~diffeoprobe.data.svhn.load_svhn`.
+
+    ``data_dir`` defaults to :func:`default_data_dir` (``~/.cache/diffeoprobe/svhn``). ``seed`` is
+    unused.
+    """
+    directory = default_data_dir("svhn") if data_dir is None else data_dir
+    return load_svhn(directory, split, download=download)
 
 
 DATASETS.register("scale-detection")(scale_detection)

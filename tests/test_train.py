@@ -1,0 +1,176 @@
+"""Training: checkpoints, measurement at checkpoints, resumption after SIGKILL, divergence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from diffeoprobe import runs
+from diffeoprobe.config import MeasureConfig, TrainConfig
+from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.train import TrainingDiverged, checkpoint_steps, train
+
+TASK = {"d": 32, "xi": 8, "train_size": 256, "test_size": 128}
+NET = {"depth": 4, "width": 16}
+
+
+def small_config(**changes: object) -> TrainConfig:
+    values = dict(
+        model="simplecnn1d",
+        model_options=NET,
+        dataset="scale-detection",
+        dataset_options=TASK,
+        epochs=4,
+        batch_size=16,
+        optimizer="adam",
+        lr=0.01,
+        weight_decay=0.0,
+        loss="hinge",
+        checkpoints=4,
+        measure=True,
+        seed=0,
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+MEASURE = MeasureConfig(probe_size=64)
+
+
+def test_checkpoint_steps_are_log_spaced_with_init_and_end() -> None:
+    assert checkpoint_steps(1000, 4) == [0, 1, 10, 100, 1000]
+    assert checkpoint_steps(7, 0) == [0, 7]
+    assert checkpoint_steps(5, 10) == [0, 1, 2, 3, 4, 5]
+
+
+def test_training_learns_and_writes_a_tidy_table_per_checkpoint(tmp_path: Path) -> None:
+    summary = train(small_config(epochs=20), tmp_path / "run", measure=MEASURE)
+    assert summary.train_error < 0.2  # chance is 0.5
+    table = summary.table
+    assert sorted(table["step"].unique()) == summary.checkpoints
+    assert summary.checkpoints[0] == 0 and summary.checkpoints[-1] == summary.steps
+    first = table[table["step"] == 0]
+    assert list(first["layer"])[0] == "input" and list(first["layer"])[-1] == "output"
+    assert {
+        "model",
+        "dataset",
+        "seed",
+        "step",
+        "epoch",
+        "train_error",
+        "test_error",
+        "D",
+        "G",
+        "R",
+    } <= set(table)
+    meta = runs.read_json(tmp_path / "run" / "checkpoints" / f"step_{summary.steps:08d}.json")
+    assert meta["config"]["model"] == "simplecnn1d" and "torch" in meta["versions"]
+    # a finished run is not redone
+    again = train(small_config(epochs=20), tmp_path / "run", measure=MEASURE)
+    pd.testing.assert_frame_equal(again.table, table)
+
+
+def test_in_memory_training_is_reproducible() -> None:
+    one = train(small_config(measure=False, epochs=2))
+    two = train(small_config(measure=False, epochs=2))
+    assert (one.train_error, one.test_error) == (two.train_error, two.test_error)
+
+
+def test_a_directory_holding_another_configuration_is_refused(tmp_path: Path) -> None:
+    train(small_config(epochs=1, measure=False), tmp_path / "run")
+    with pytest.raises(DiffeoProbeError, match="another configuration"):
+        train(small_config(epochs=1, measure=False, lr=0.02), tmp_path / "run")
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    config = small_config(
+        optimizer="sgd", lr=1e30, momentum=0.0, loss="cross-entropy", measure=False
+    )
+    with pytest.raises(TrainingDiverged, match="last good checkpoint is step"):
+        train(config, tmp_path / "run")
+    kept = runs.completed_checkpoints(tmp_path / "run")
+    assert kept and kept[0] == 0
+    assert not (tmp_path / "run" / "done.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(lr=-1.0), "lr"),
+        (dict(optimizer="lbfgs"), "optimizer"),
+        (dict(loss="mse"), "loss"),
+        (dict(model="nonet"), "available"),
+        (dict(train_size=10**6), "train_size"),
+    ],
+)
+def test_bad_configurations_are_refused(change: dict, match: str, tmp_path: Path) -> None:
+    with pytest.raises(DiffeoProbeError, match=match):
+        train(small_config(**change), tmp_path / "run")
+
+
+def cli_train(out: Path, **changes: str) -> list[str]:
+    args = {
+        "--model": "simplecnn1d",
+        "--dataset": "scale-detection",
+        "--epochs": "12",
+        "--batch-size": "8",
+        "--optimizer": "adam",
+        "--lr": "0.01",
+        "--loss": "hinge",
+        "--checkpoints": "12",
+        "--probe-size": "32",
+        "--seed": "1",
+        **changes,
+    }
+    flat = [item for pair in args.items() for item in pair]
+    options = ["-m", "depth=2", "-m", "width=8"] + [
+        x for k, v in TASK.items() for x in ("--dataset-option", f"{k}={v}")
+    ]
+    return [
+        sys.executable,
+        "-m",
+        "diffeoprobe",
+        "train",
+        *flat,
+        *options,
+        "--measure",
+        "--out",
+        str(out),
+    ]
+
+
+def test_sigkill_then_restart_continues_and_gives_the_same_table(tmp_path: Path) -> None:
+    reference = subprocess.run(cli_train(tmp_path / "reference"), capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    victim = tmp_path / "killed"
+    process = subprocess.Popen(
+        cli_train(victim), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while len(runs.completed_checkpoints(victim)) < 5 and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = runs.completed_checkpoints(victim)
+    assert 0 < len(done_before) and not (victim / "done.json").exists(), (
+        "the run finished before it was killed"
+    )
+    resumed = subprocess.run(cli_train(victim), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from step {done_before[-1]}" in resumed.stdout
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(victim / "table.parquet"),
+        pd.read_parquet(tmp_path / "reference" / "table.parquet"),
+        check_exact=True,
+    )
+    assert not list(victim.rglob("*.tmp"))
