@@ -147,6 +147,7 @@ def cli_train(out: Path, **changes: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_continues_and_gives_the_same_table(tmp_path: Path) -> None:
     reference = subprocess.run(cli_train(tmp_path / "reference"), capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr

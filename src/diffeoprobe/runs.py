@@ -135,7 +135,7 @@ def _few(items: list[str], limit: int = 6) -> str:
 #   checkpoints/step_XXXXXXXX.safetensors   model weights
 #   checkpoints/step_XXXXXXXX.json   metadata: step, epoch, errors, loss, config, versions; written
 #                                    LAST, so a checkpoint without its JSON is incomplete and ignored
-#   checkpoints/resume.pt            optimizer, scheduler and RNG state of the latest checkpoint
+#   checkpoints/step_XXXXXXXX.resume.pt  optimizer, scheduler and RNG state (newest checkpoint only)
 #   measure/step_XXXXXXXX.parquet    the layer-wise table at that checkpoint (with --measure)
 #   table.parquet                    all checkpoints' tables, one tidy table (written at the end)
 #   done.json                        final metrics; a run with done.json is complete

@@ -401,7 +401,7 @@ def _save_checkpoint(
     step = metrics["step"]
     runs.save_weights(model, runs.checkpoint_path(run_dir, step, ".safetensors"))
     runs.save_training_state(
-        run_dir / "checkpoints" / "resume.pt",
+        runs.checkpoint_path(run_dir, step, ".resume.pt"),
         {
             "step": step,
             "optimizer": optimizer.state_dict(),
@@ -416,15 +416,14 @@ def _save_checkpoint(
         runs.checkpoint_path(run_dir, step, ".json"),
         {**metrics, "config": to_dict(config), "versions": runs.versions()},
     )
+    for older in (run_dir / "checkpoints").glob("step_*.resume.pt"):  # keep only the newest state
+        if older.name != runs.checkpoint_path(run_dir, step, ".resume.pt").name:
+            older.unlink(missing_ok=True)
 
 
 def _restore(run_dir: Path, step: int, model: nn.Module, optimizer, scheduler) -> None:
     runs.load_weights(model, runs.checkpoint_path(run_dir, step, ".safetensors"))
-    state = runs.load_training_state(run_dir / "checkpoints" / "resume.pt")
-    if state["step"] != step:
-        raise DiffeoProbeError(
-            f"{run_dir}: the resume state is for step {state['step']} but the last checkpoint is step {step}"
-        )
+    state = runs.load_training_state(runs.checkpoint_path(run_dir, step, ".resume.pt"))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])

@@ -40,6 +40,7 @@ __all__ = [
     "CIFAR10_BATCHES",
     "CIFAR10_DIR",
     "CIFAR10_REMOTE",
+    "ForbiddenGlobal",
     "RestrictedUnpickler",
     "load_cifar10",
     "read_cifar_batch",
@@ -76,6 +77,10 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin-1")
 
 
+class ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle names a global outside :attr:`RestrictedUnpickler.ALLOWED`."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that builds dicts, lists, bytes, strings, numbers and numpy arrays, nothing else.
 
@@ -84,7 +89,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     (``numpy._core.multiarray`` when the file was written with numpy 2). Files re-pickled by Python 3
     with protocol 2 also name ``_codecs.encode`` for every ``bytes`` object, which is served by a
     latin-1-only stand-in. Any other global (``os.system``, ``builtins.eval``, ...) raises
-    :class:`pickle.UnpicklingError` before anything is called.
+    :class:`ForbiddenGlobal` (a :class:`pickle.UnpicklingError`) before anything is called.
     """
 
     ALLOWED: Mapping[tuple[str, str], Callable[..., object]] = {
@@ -99,7 +104,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return self.ALLOWED[module, name]
         except KeyError:
-            raise pickle.UnpicklingError(f"forbidden global {module}.{name}") from None
+            raise ForbiddenGlobal(f"forbidden global {module}.{name}") from None
 
 
 def read_cifar_batch(raw: bytes, source: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +123,7 @@ def read_cifar_batch(raw: bytes, source: str | Path) -> tuple[np.ndarray, np.nda
     """
     try:
         batch = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except pickle.UnpicklingError as err:
+    except ForbiddenGlobal as err:
         raise DiffeoProbeError(f"refusing CIFAR batch {source}: {err}") from None
     except Exception as err:  # a corrupt pickle can fail in many ways (EOFError, TypeError, ...)
         raise DiffeoProbeError(
