@@ -182,6 +182,16 @@ def test_malicious_batch_in_archive_names_the_member(tmp_path):
     assert not marker.exists()
 
 
+def test_only_the_globals_of_a_numpy_array_are_allowed():
+    assert set(RestrictedUnpickler.ALLOWED) == {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # Python 3 protocol-2 bytes; served by a latin-1-only stand-in
+    }
+
+
 def test_codecs_stand_in_allows_only_latin1():
     unpickler = RestrictedUnpickler(io.BytesIO(b""))
     encode = unpickler.find_class("_codecs", "encode")

@@ -99,9 +99,7 @@ def test_missing_files_error_lists_name_url_checksum_and_download_flag(tmp_path)
 
 
 def idx_gz(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        n.to_bytes(4, "big") for n in array.shape
-    )
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
     return gzip.compress(header + array.tobytes())
 
 

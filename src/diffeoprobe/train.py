@@ -308,8 +308,13 @@ def _load_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
 
 
 def _subset(dataset: Dataset, index: torch.Tensor) -> Dataset:
+    from diffeoprobe.data.noisy import NoisyDataset
+
     if isinstance(dataset, TensorDataset):
         return TensorDataset(*(t[index] for t in dataset.tensors))
+    if isinstance(dataset, NoisyDataset):  # keep set_epoch reachable: fresh noise per epoch
+        inner = _subset(dataset.dataset, index)
+        return NoisyDataset(inner, dataset.noise_norm, mode=dataset.mode, seed=dataset.seed)
     return torch.utils.data.Subset(dataset, index.tolist())
 
 

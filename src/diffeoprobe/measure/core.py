@@ -187,13 +187,17 @@ def measure(
                 for start in range(0, x.shape[0], per_forward):
                     stop = min(start + per_forward, x.shape[0])
                     k = stop - start
+                    # per image: its clean copy, then `draws` deformed, then `draws` noisy copies,
+                    # so a layer's output views as (k, 1 + 2 draws, features) with no copying
+                    shape = x.shape[1:]
                     stacked = torch.cat(
                         [
-                            x[start:stop],
-                            xt[start * draws : stop * draws],
-                            xn[start * draws : stop * draws],
-                        ]
-                    )
+                            x[start:stop, None],
+                            xt[start * draws : stop * draws].view(k, draws, *shape),
+                            xn[start * draws : stop * draws].view(k, draws, *shape),
+                        ],
+                        dim=1,
+                    ).view(k * (1 + 2 * draws), *shape)
                     state.begin(k, draws)
                     if want_input:
                         state.reduce("input", stacked, channel_mean, force=True)
@@ -260,9 +264,10 @@ class _MeasureState:
         a = a.flatten(1)
         a = a.to(torch.promote_types(a.dtype, torch.float32))
         k, r = self.k, self.draws
-        clean, deformed, noisy = a.split([k, k * r, k * r])
-        d = (deformed.view(k, r, -1) - clean[:, None]).square().sum(-1).mean(1)
-        g = (noisy.view(k, r, -1) - clean[:, None]).square().sum(-1).mean(1)
+        copies = a.view(k, 1 + 2 * r, -1)
+        clean = copies[:, 0]
+        dist2 = torch.linalg.vector_norm(copies[:, 1:] - copies[:, :1], dim=-1).square()
+        d, g = dist2[:, :r].mean(1), dist2[:, r:].mean(1)
         if name not in self.sums:
             if not self._first_forward:
                 return  # a layer that did not fire in the first forward: ignore, keep the order stable

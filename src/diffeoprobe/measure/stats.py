@@ -79,7 +79,7 @@ class SensitivitySums:
             self._sum_a2 = torch.zeros((), dtype=torch.float64, device=clean.device)
             self._moments = torch.zeros(5, dtype=torch.float64, device=clean.device)
         centred = clean - self._ref
-        self._sum_a += centred.sum(0, dtype=torch.float64)
+        self._sum_a += centred.sum(0).double()  # batch sums are short: input precision suffices
         self._sum_a2 += torch.linalg.vector_norm(centred, dim=1).double().square().sum()
         d, g = d.double(), g.double()
         self._moments += torch.stack(

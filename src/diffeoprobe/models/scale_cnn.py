@@ -137,7 +137,9 @@ class ScaleCNN1d(nn.Sequential):
 
     >>> _ = torch.manual_seed(0)
     >>> net = ScaleCNN1d(1, 1, depth=7, width=8)
-    >>> h = net[:7](torch.randn(2, 1, 128))  # the seven conv blocks
+    >>> h = torch.randn(2, 1, 128)
+    >>> for block in list(net)[:7]:  # the seven conv blocks: 128 -> 64 -> ... -> 1
+    ...     h = block(h)
     >>> h.shape, net(torch.randn(2, 1, 128)).shape
     (torch.Size([2, 8, 1]), torch.Size([2, 1]))
     """
