@@ -164,7 +164,7 @@ def test_registry_lists_the_models_and_unknown_names_list_them():
     assert {"simplecnn", "simplecnn1d"} <= set(available())
     assert available() == MODELS.available()
     with pytest.raises(DiffeoProbeError, match="available: .*simplecnn, simplecnn1d"):
-        build("resnet18", 3, 10)
+        build("resnet19", 3, 10)
 
 
 def test_registry_refuses_unknown_options_listing_the_accepted():

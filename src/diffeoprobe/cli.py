@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import inspect
 import math
 import sys
@@ -115,24 +114,6 @@ def config_options(
         return command
 
     return decorate
-
-
-def _build_model(
-    name: str, in_channels: int, num_classes: int, options: dict[str, object]
-) -> torch.nn.Module:
-    """A zoo model by name, or ``module.path:factory`` (called with in_channels, num_classes, options)."""
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise DiffeoProbeError(
-                f"--model {name!r}: cannot import {attr!r} from {module_name!r} ({exc})"
-            ) from None
-        return factory(in_channels=in_channels, num_classes=num_classes, **options)
-    from diffeoprobe import models
-
-    return models.build(name, in_channels=in_channels, num_classes=num_classes, **options)
 
 
 def _load_probe(
@@ -275,8 +256,12 @@ def measure(
         block = int(data_options.get("xi", 32))  # Task 2: a move never crosses a block boundary
         perturbation = partial(pixel_shift_with_generator, block=block)
     torch.manual_seed(seed)
-    net = _build_model(
-        model, x0.shape[0], int(labels.max()) + 1, _options(model_option, "--model-option")
+    net = models.build(
+        model,
+        x0.shape[0],
+        int(labels.max()) + 1,
+        input_size=x0.shape[-1],
+        **_options(model_option, "--model-option"),
     )
     if checkpoint is not None:
         load_weights(net, checkpoint)

@@ -128,7 +128,9 @@ def train(
 
     # ---- model and optimiser ------------------------------------------------------------------
     torch.manual_seed(config.seed)
-    model = _build_model(config, in_channels=x_test.shape[1], num_classes=num_classes).to(device)
+    model = _build_model(
+        config, in_channels=x_test.shape[1], num_classes=num_classes, input_size=x_test.shape[-1]
+    ).to(device)
     if config.channels_last and x_test.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(config, model)
@@ -337,10 +339,14 @@ def _batch(dataset: Dataset, index: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
 
 
-def _build_model(config: TrainConfig, *, in_channels: int, num_classes: int) -> nn.Module:
+def _build_model(
+    config: TrainConfig, *, in_channels: int, num_classes: int, input_size: int
+) -> nn.Module:
     from diffeoprobe.models import build
 
-    return build(config.model, in_channels, num_classes, **dict(config.model_options))
+    return build(
+        config.model, in_channels, num_classes, input_size=input_size, **dict(config.model_options)
+    )
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -91,6 +91,16 @@ class CapturePlan:
     modules: dict[str, str] = field(default_factory=dict)  # layer name -> module path
 
 
+class _LeafTracer(fx.Tracer):
+    """Every module without children is a leaf: a user's own parametrised layer (a scaled conv)
+    is one capturable layer named by its path, as with hooks, instead of being traced through."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return super().is_leaf_module(m, module_qualified_name) or not any(
+            True for _ in m.children()
+        )
+
+
 def _leaf_modules(model: nn.Module) -> list[str]:
     return [
         name for name, m in model.named_modules() if name and not any(True for _ in m.children())
@@ -146,7 +156,7 @@ def plan_capture(
     gm = None
     if mode in ("auto", "fx"):
         try:
-            gm = fx.symbolic_trace(model)
+            gm = fx.GraphModule(model, _LeafTracer().trace(model))
         except Exception as exc:  # tracing fails on data-dependent control flow, among others
             if mode == "fx":
                 raise DiffeoProbeError(

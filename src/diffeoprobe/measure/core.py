@@ -41,6 +41,9 @@ PERTURBATION_BLOCK = 256
 generator seeded from (seed, block index): results do not depend on ``batch_size`` or on how a
 DataLoader batches the data."""
 
+REFERENCE_IMAGES = 32
+"""Images in the first forward pass, whose mean representation centres every layer's sums."""
+
 COLUMNS = [
     "layer",
     "module",
@@ -53,6 +56,7 @@ COLUMNS = [
     "G_se",
     "R_se",
     "Z",
+    "Z_se",
     "n",
     "features",
 ]
@@ -184,8 +188,7 @@ def measure(
                 xt = diffeo_fn(x_rep, gen)
                 xn = x_rep + noise_fn(x_rep, xt, gen)
                 per_forward = max(1, batch_size // (1 + 2 * draws))
-                for start in range(0, x.shape[0], per_forward):
-                    stop = min(start + per_forward, x.shape[0])
+                for start, stop in _chunks(x.shape[0], per_forward, first=block_index == 0):
                     k = stop - start
                     # per image: its clean copy, then `draws` deformed, then `draws` noisy copies,
                     # so a layer's output views as (k, 1 + 2 draws, features) with no copying
@@ -319,6 +322,7 @@ def _table(state: _MeasureState, modules: dict[str, str], attrs: dict[str, objec
                 G_se=s.G_se,
                 R_se=s.R_se,
                 Z=s.Z,
+                Z_se=s.Z_se,
                 n=s.n,
                 features=state.features[name],
             )
@@ -328,6 +332,15 @@ def _table(state: _MeasureState, modules: dict[str, str], attrs: dict[str, objec
     table.insert(3, "rel_depth", table["depth"] / max_depth)
     table.attrs.update(attrs)
     return table
+
+
+def _chunks(n: int, size: int, *, first: bool) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of ``size`` images; the very first forward of a measurement always
+    holds ``REFERENCE_IMAGES`` images (its mean centres the sums), so that no statistic, error bars
+    included, depends on ``batch_size``."""
+    bounds = [0, min(REFERENCE_IMAGES, n)] if first else [0]
+    bounds += list(range(bounds[-1] + size, n, size)) + [n]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def _diffeo(diffeo: str | Diffeo, *, temperature: float, cut: int, interp: str) -> Diffeo:

@@ -12,12 +12,16 @@ nothing is O(P^2). :meth:`SensitivitySums.result` turns them into
     Z   = mean over pairs i != j of ||a_i - a_j||^2 = 2 P / (P - 1) * (mean ||a||^2 - ||mean a||^2)
     D   = mean_i d_i / Z,   G = mean_i g_i / Z,   R = D / G = sum_i d_i / sum_i g_i
 
-with standard errors. Errors: the numerators' errors come from the per-image spread
-(``std(d) / sqrt(P)``); the error of the pairwise denominator Z is of relative order
-``1 / sqrt(P)`` times the spread of ``||a_i - mean a||^2`` but enters D and G as a common factor,
-and is neglected (for P in the hundreds it is a few per cent of the numerator's error at most);
-R does not depend on Z, and its error is propagated to first order (delta method) from the
-variances and the covariance of d and g over images.
+with standard errors, all by first-order propagation (delta method) over images: Z is, up to
+O(1/P) terms, 2 P/(P - 1) times the mean of ``s_i = ||a_i - ref||^2`` minus a constant, so
+
+    (D_se / D)^2 = (var d / dbar^2 + var s / sbar^2 - 2 cov(d, s) / (dbar sbar)) / P
+
+(sbar the centred mean, Z (P - 1) / (2 P)); the same for G with g; R = sum d / sum g does not
+depend on Z: (R_se / R)^2 = (var d / dbar^2 + var g / gbar^2 - 2 cov(d, g) / (dbar gbar)) / P.
+``ref`` is the first batch's mean, a close stand-in for the final mean in ``s_i`` (the difference
+is of order 1/sqrt(batch) and enters the error bars at second order). tests/test_stats.py
+checks the error bars against a bootstrap over images.
 
 The reference code averages over all pairs including i = j; that Z is (P - 1) / P times ours.
 """
@@ -41,6 +45,7 @@ class Sensitivity:
     G_se: float
     R_se: float
     Z: float
+    Z_se: float
     n: int
 
 
@@ -63,7 +68,7 @@ class SensitivitySums:
         self._ref: torch.Tensor | None = None
         self._sum_a: torch.Tensor | None = None  # sum_i (a_i - ref), shape (F,)
         self._sum_a2: torch.Tensor | None = None  # sum_i ||a_i - ref||^2
-        self._moments: torch.Tensor | None = None  # sums of d, g, d^2, g^2, d*g
+        self._moments: torch.Tensor | None = None  # sums of d, g, s, d^2, g^2, s^2, dg, ds, gs
 
     def update(self, clean: torch.Tensor, d: torch.Tensor, g: torch.Tensor) -> None:
         """Add one batch.
@@ -77,13 +82,24 @@ class SensitivitySums:
             self._ref = clean.mean(0)
             self._sum_a = torch.zeros(clean.shape[1], dtype=torch.float64, device=clean.device)
             self._sum_a2 = torch.zeros((), dtype=torch.float64, device=clean.device)
-            self._moments = torch.zeros(5, dtype=torch.float64, device=clean.device)
+            self._moments = torch.zeros(9, dtype=torch.float64, device=clean.device)
         centred = clean - self._ref
         self._sum_a += centred.sum(0).double()  # batch sums are short: input precision suffices
-        self._sum_a2 += torch.linalg.vector_norm(centred, dim=1).double().square().sum()
+        sq = torch.linalg.vector_norm(centred, dim=1).double().square()  # s_i = ||a_i - ref||^2
+        self._sum_a2 += sq.sum()
         d, g = d.double(), g.double()
         self._moments += torch.stack(
-            [d.sum(), g.sum(), d.square().sum(), g.square().sum(), (d * g).sum()]
+            [
+                d.sum(),
+                g.sum(),
+                sq.sum(),
+                d.square().sum(),
+                g.square().sum(),
+                sq.square().sum(),
+                (d * g).sum(),
+                (d * sq).sum(),
+                (g * sq).sum(),
+            ]
         )
         self.n += clean.shape[0]
 
@@ -97,26 +113,33 @@ class SensitivitySums:
         mean_a = self._sum_a / n
         variance = (self._sum_a2 / n - mean_a.square().sum()).item()
         z = 2.0 * n / (n - 1) * variance
-        sd, sg, sdd, sgg, sdg = (v / n for v in self._moments.tolist())
-        var_d = max(sdd - sd * sd, 0.0) * n / (n - 1)
-        var_g = max(sgg - sg * sg, 0.0) * n / (n - 1)
-        cov_dg = (sdg - sd * sg) * n / (n - 1)
-        r = _ratio(sd, sg)
-        if sd > 0 and sg > 0:
-            rel2 = (var_d / sd**2 + var_g / sg**2 - 2 * cov_dg / (sd * sg)) / n
-            r_se = r * math.sqrt(max(rel2, 0.0))
-        else:
-            r_se = math.nan
+        md, mg, ms, mdd, mgg, mss, mdg, mds, mgs = (v / n for v in self._moments.tolist())
+        unbias = n / (n - 1)
+        var_d, var_g, var_s = (
+            max(m2 - m * m, 0.0) * unbias for m, m2 in ((md, mdd), (mg, mgg), (ms, mss))
+        )
+        cov_dg, cov_ds, cov_gs = (
+            (mxy - mx * my) * unbias
+            for mx, my, mxy in ((md, mg, mdg), (md, ms, mds), (mg, ms, mgs))
+        )
         return Sensitivity(
-            D=_ratio(sd, z),
-            G=_ratio(sg, z),
-            R=r,
-            D_se=_ratio(math.sqrt(var_d / n), z),
-            G_se=_ratio(math.sqrt(var_g / n), z),
-            R_se=r_se,
+            D=_ratio(md, z),
+            G=_ratio(mg, z),
+            R=_ratio(md, mg),
+            D_se=_ratio(md, z) * _relative_error(md, variance, var_d, var_s, cov_ds, n),
+            G_se=_ratio(mg, z) * _relative_error(mg, variance, var_g, var_s, cov_gs, n),
+            R_se=_ratio(md, mg) * _relative_error(md, mg, var_d, var_g, cov_dg, n),
             Z=z,
+            Z_se=z * math.sqrt(var_s / n) / variance if variance > 0 else math.nan,
             n=n,
         )
+
+
+def _relative_error(x: float, y: float, var_x: float, var_y: float, cov: float, n: int) -> float:
+    """First-order relative standard error of a ratio of means x / y over n images."""
+    if x <= 0 or y <= 0:
+        return math.nan if x != 0 or y == 0 else 0.0
+    return math.sqrt(max((var_x / x**2 + var_y / y**2 - 2 * cov / (x * y)) / n, 0.0))
 
 
 def _ratio(num: float, den: float) -> float:

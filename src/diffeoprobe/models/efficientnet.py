@@ -126,10 +126,10 @@ class EfficientNet(nn.Module):
     """EfficientNet-B0 for small images ``(B, C, H, W)`` -> logits ``(B, num_classes)``.
 
     >>> net = EfficientNet(3, 10)
-    >>> net(torch.zeros(2, 3, 32, 32)).shape
-    torch.Size([2, 10])
-    >>> len(net.blocks)
-    16
+    >>> len(net.blocks), sum(p.numel() for p in net.parameters())  # torchvision's B0 count
+    (16, 4020358)
+    >>> [name for name, _ in net.blocks[1].named_children()][:4]
+    ['expand_conv', 'expand_bn', 'expand_act', 'dw_conv']
     """
 
     def __init__(self, in_channels: int, num_classes: int) -> None:

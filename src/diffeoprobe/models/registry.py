@@ -14,6 +14,7 @@ the fully connected ``fc2 fc4 fc6``; the 1D scale-detection net ``scalecnn1d``; 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from functools import partial
@@ -38,7 +39,14 @@ MODELS: Registry[nn.Module] = Registry("model")
 TIMM_PREFIX = "timm:"
 
 
-def build(name: str, in_channels: int, num_classes: int, **options: object) -> nn.Module:
+def build(
+    name: str,
+    in_channels: int,
+    num_classes: int,
+    *,
+    input_size: int | None = None,
+    **options: object,
+) -> nn.Module:
     """Build the model registered as ``name`` (case-insensitive).
 
     Args:
@@ -47,7 +55,12 @@ def build(name: str, in_channels: int, num_classes: int, **options: object) -> n
             to timm; needs ``pip install timm``).
         in_channels: input channels ``C`` of ``(B, C, L)`` or ``(B, C, H, W)`` inputs.
         num_classes: number of outputs (logits).
+        input_size: the side length of the inputs; passed on to factories that take an
+            ``input_size`` option (LeNet, fully connected nets) unless ``options`` sets it.
         **options: the model's own options (for ``"simplecnn"``: see :class:`SimpleCNN`).
+
+    A ``name`` of the form ``"package.module:factory"`` imports ``factory`` and calls it with
+    ``in_channels``, ``num_classes`` and ``options`` (a user's own model).
 
     >>> import torch
     >>> _ = torch.manual_seed(0)  # reproducible initialisation
@@ -57,14 +70,36 @@ def build(name: str, in_channels: int, num_classes: int, **options: object) -> n
     """
     if str(name).lower().startswith(TIMM_PREFIX):
         return _build_timm(str(name)[len(TIMM_PREFIX) :], in_channels, num_classes, options)
+    if ":" in str(name):
+        return _build_imported(str(name), in_channels, num_classes, options)
     factory = MODELS.get(name)
     parameters = inspect.signature(factory).parameters
+    if input_size is not None and "input_size" in parameters and "input_size" not in options:
+        options = {**options, "input_size": input_size}
     unknown = sorted(set(options) - set(parameters))
     if unknown:
         accepted = [p for p in parameters if p not in ("in_channels", "num_classes")]
         takes = f"it takes: {', '.join(accepted)}" if accepted else "it takes no options"
         raise DiffeoProbeError(f"model {name!r} does not accept {', '.join(unknown)}; {takes}")
     return factory(in_channels=in_channels, num_classes=num_classes, **options)
+
+
+def _build_imported(
+    name: str, in_channels: int, num_classes: int, options: dict[str, object]
+) -> nn.Module:
+    module_name, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise DiffeoProbeError(
+            f"model {name!r}: cannot import {attr!r} from {module_name!r} ({exc})"
+        ) from None
+    model = factory(in_channels=in_channels, num_classes=num_classes, **options)
+    if not isinstance(model, nn.Module):
+        raise DiffeoProbeError(
+            f"model {name!r}: the factory returned {type(model).__name__}, not an nn.Module"
+        )
+    return model
 
 
 def _build_timm(
