@@ -50,6 +50,8 @@ class RunSummary:
     seconds: float
     checkpoints: list[int]
     table: pd.DataFrame | None
+    loop_seconds: float = math.nan  # time in training steps only (no evaluation, checkpoints)
+    images: int = 0  # training images processed in this call
 
 
 def checkpoint_steps(total_steps: int, count: int) -> list[int]:
@@ -173,6 +175,7 @@ def train(
     # ---- the loop -----------------------------------------------------------------------------
     bar = _progress_bar(progress, total_steps, step)
     running_loss, running_correct, running_seen = 0.0, 0, 0
+    loop_seconds, images = 0.0, 0
     stopped = False
     with bar:
         while step < total_steps and not stopped:
@@ -181,6 +184,7 @@ def train(
                 train_set.set_epoch(epoch)
             order = torch.randperm(n_train, generator=_generator(config.seed, 1, epoch))
             model.train()
+            tick = time.perf_counter()
             for batch in range(step % steps_per_epoch, steps_per_epoch):
                 index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
                 x, y = _batch(train_set, index)
@@ -213,10 +217,14 @@ def train(
                 running_correct += int((logits.argmax(1) == y).sum())
                 running_seen += y.shape[0]
                 bar.update(step, running_loss / running_seen, running_correct / running_seen)
+                images += y.shape[0]
                 if step in schedule:  # train_loss: mean over the steps since the last checkpoint
+                    loop_seconds += time.perf_counter() - tick
                     last = checkpoint(step, running_loss / running_seen)
                     running_loss, running_correct, running_seen = 0.0, 0, 0
                     model.train()
+                    tick = time.perf_counter()
+            loop_seconds += time.perf_counter() - tick
             if config.stop_at_zero_error and _error(model, train_set, None, device) == 0.0:
                 stopped = True
                 if last is None or last["step"] != step:
@@ -249,6 +257,8 @@ def train(
         run_dir,
         checkpoints=runs.completed_checkpoints(run_dir) if run_dir else [step],
         table=table,
+        loop_seconds=loop_seconds,
+        images=images,
         **summary,
     )
 
