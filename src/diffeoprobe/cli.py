@@ -406,6 +406,56 @@ def plot(
         console.print(f"wrote {folder / 'error-vs-R.png'}")
 
 
+@app.command()
+def theory(
+    depth: Annotated[int, typer.Option(help="number of layers L")] = 12,
+    stride: Annotated[int, typer.Option(help="stride s of every layer")] = 2,
+    filter_size: Annotated[int, typer.Option("--filter", help="filter size F of every layer")] = 2,
+    activation: Annotated[str, typer.Option(help="relu, tanh or identity")] = "relu",
+    dim: Annotated[int, typer.Option(help="1 (signals) or 2 (images)")] = 1,
+    noise: Annotated[str, typer.Option(help="matched or rectified")] = "matched",
+    seed: Annotated[int, typer.Option(help="seed of the noise draws")] = 0,
+    out: Annotated[
+        str | None, typer.Option(help="write the table: .csv or .parquet, or - for CSV on stdout")
+    ] = None,
+) -> None:
+    """Idealised pooling nets (constant filters, one active pixel): exact D_k, G_k, R_k next to the power laws.
+
+    Example: diffeoprobe theory --stride 1 --filter 2 --depth 12 --activation relu --out -
+    """
+    from diffeoprobe.runs import check_table_path, write_table
+    from diffeoprobe.theory import theory_table
+
+    if out not in (None, "-"):
+        check_table_path(out)
+    table = theory_table(
+        dim=dim,
+        depth=depth,
+        filter_size=filter_size,
+        stride=stride,
+        activation=activation,
+        noise=noise,
+        seed=seed,
+    )
+    if out == "-":
+        table.to_csv(sys.stdout, index=False)
+        return
+    view = Table(
+        title=f"idealised {dim}D net: F = {filter_size}, s = {stride}, {activation}, {noise} noise"
+    )
+    for column in ("k", "D", "D theory", "G", "G theory", "R", "R theory"):
+        view.add_column(column, justify="right")
+    for row in table.itertuples():
+        view.add_row(
+            str(row.depth),
+            *(f"{v:.4g}" for v in (row.D, row.D_theory, row.G, row.G_theory, row.R, row.R_theory)),
+        )
+    console.print(view)
+    if out is not None:
+        write_table(table, out)
+        console.print(f"wrote {out}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
