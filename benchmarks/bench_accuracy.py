@@ -35,7 +35,7 @@ SETTINGS = {
         ),
         0.88,
     ),
-    "vgg11bn-10k": (
+    "vgg11bn-10k-adam": (
         TrainConfig(
             model="vgg11bn",
             dataset="fashionmnist",
