@@ -12,13 +12,14 @@ from hypothesis import strategies as st
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.perturb import (
     deform,
+    diffeo,
     remap,
     sample_displacement,
     temperature_for,
     temperature_range,
     typical_displacement,
 )
-from diffeoprobe.perturb.diffeo import GAUSSIAN_SIGMA, _mean_square_displacement
+from diffeoprobe.perturb.diffeo import GAUSSIAN_SIGMA, GAUSSIAN_WINDOW, _mean_square_displacement
 
 SIZES = [(17,), (16, 16), (12, 20)]
 INTERPS = ["bilinear", "nearest", "gaussian"]
@@ -257,6 +258,52 @@ def test_gaussian_truncated_equals_dense_on_sampled_fields():
     _, t_max = temperature_range((12, 20), 3)
     u = sample_displacement(4, (12, 20), 4 * t_max, generator=_gen("cpu"), dtype=torch.float64)
     torch.testing.assert_close(remap(x, u, "gaussian"), _dense_gaussian(x, u), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "dtype,window,omitted",
+    [(torch.float32, (-2, 3), 1.7e-9), (torch.float64, (-4, 5), 4e-25)],
+)
+def test_gaussian_window_omits_weights_below_unit_roundoff(dtype, window, omitted):
+    lo, hi = GAUSSIAN_WINDOW[dtype]
+    assert (lo, hi) == window
+    unit_roundoff = torch.finfo(dtype).eps / 2
+    # The nearest omitted pixel is 1 - lo (left, s = floor(s)) or > hi (right) pixels away.
+    reach = min(1 - lo, hi)
+    assert math.exp(-(reach**2) / (2 * GAUSSIAN_SIGMA**2)) < min(omitted, unit_roundoff)
+    # One pixel less would not do.
+    assert math.exp(-((reach - 1) ** 2) / (2 * GAUSSIAN_SIGMA**2)) > unit_roundoff
+
+
+@pytest.mark.parametrize("size", [(40,), (6, 7)])
+def test_gaussian_chunks_match_one_pass_and_dense(size, monkeypatch):
+    x = _image(size, batch=5, dtype=torch.float64)
+    u = 3 * torch.randn(
+        5, len(size), *size, generator=torch.Generator().manual_seed(6), dtype=torch.float64
+    )
+    whole = remap(x, u, "gaussian")
+    monkeypatch.setattr(diffeo, "_GAUSSIAN_CHUNK_PIXELS", 1)  # one image per chunk
+    chunked = remap(x, u, "gaussian")
+    with_grad = remap(x.clone().requires_grad_(), u, "gaussian")  # the autograd path
+    assert torch.equal(with_grad.detach(), chunked)
+    # Vectorised loops treat a tensor's tail elements apart, hence last-bit differences only.
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-15)
+    torch.testing.assert_close(whole, _dense_gaussian(x, u), rtol=0, atol=1e-12)
+
+
+def test_gaussian_gradcheck_in_displacement():
+    x = _image((5, 6), batch=2, dtype=torch.float64)
+    u = 1.5 * torch.randn(
+        2, 2, 5, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64
+    )
+    assert torch.autograd.gradcheck(lambda u: remap(x, u, "gaussian"), (u.requires_grad_(),))
+
+
+def test_gaussian_keeps_a_channels_last_layout_and_values():
+    x = _image((9, 11), batch=3, channels=3)
+    u = 2 * torch.randn(3, 2, 9, 11, generator=torch.Generator().manual_seed(8))
+    out = remap(x.contiguous(memory_format=torch.channels_last), u, "gaussian")
+    torch.testing.assert_close(out, remap(x, u, "gaussian"), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("interp", INTERPS)
