@@ -1,0 +1,207 @@
+"""The sweep commands of the command line: ``sweep``, ``results`` and ``report``.
+
+:func:`register` adds them to the ``diffeoprobe`` Typer app (``cli.py`` calls it). They are thin:
+the work is in :mod:`diffeoprobe.sweep`, :mod:`diffeoprobe.store` and
+:mod:`diffeoprobe.sweep_report`; user errors are :class:`DiffeoProbeError` (exit code 2 through
+``cli.main``); a sweep with failed runs exits with code 1.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from diffeoprobe.errors import DiffeoProbeError
+
+console = Console()
+COMMANDS = ("sweep", "results", "report")
+SHOWN_ROWS = 20  # rows `results` prints when it writes no file
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sweep``, ``results`` and ``report`` to ``app`` (a second call adds nothing)."""
+    present = {c.name for c in app.registered_commands}
+    if set(COMMANDS) <= present:
+        return
+    app.command("sweep")(sweep)
+    app.command("results")(results)
+    app.command("report")(report)
+
+
+def sweep(
+    grid: Annotated[Path, typer.Argument(help="grid file (YAML), see docs/sweeps.md")],
+    out: Annotated[Path, typer.Option(help="sweep directory: runs/<id>/ per run")],
+    executor: Annotated[
+        str, typer.Option(help="local (process pool), dask (a cluster), serial (this process)")
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Dask scheduler address, tcp://HOST:8786 (dask; default: a LocalCluster)"
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="worker processes (default: one per GPU for cuda runs, else per core)"),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads per run (default: cores / workers, local)")
+    ] = None,
+    retries: Annotated[int, typer.Option(help="tries again a failing run this many times")] = 0,
+    only: Annotated[
+        list[str] | None, typer.Option(help="run only this sub-grid (repeatable)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="list the runs and their status, run nothing")
+    ] = False,
+) -> None:
+    """Run every configuration of a grid file, skipping finished runs and resuming interrupted ones.
+
+    Examples:
+      diffeoprobe sweep examples/sweep-quick.yaml --out runs/quick --dry-run
+      diffeoprobe sweep examples/sweep-quick.yaml --out runs/quick --workers 2
+      diffeoprobe sweep grid.yaml --out /shared/sweep --executor dask --scheduler tcp://head:8786
+    """
+    from diffeoprobe.sweep import load_grid, plan, run_sweep
+
+    specs = load_grid(grid, only=only or ())
+    if dry_run:
+        rows = plan(specs, out)
+        columns = ("id", "grid", "axes", "status", "checkpoint")
+        view = Table(title=f"{grid}: {len(rows)} runs in {out}")
+        for column in columns:
+            view.add_column(column)
+        for row in rows:
+            view.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+        console.print(view)
+        counts = {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}}
+        console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a batch system's stop: clean up
+    try:
+        result = run_sweep(
+            specs,
+            out,
+            executor=executor,
+            scheduler=scheduler,
+            workers=workers,
+            threads=threads,
+            retries=retries,
+            progress=sys.stderr.isatty(),
+            start_method="fork",  # this process has only read the grid: its copies are clean
+            log=lambda message: console.print(
+                message, markup=False, highlight=False, soft_wrap=True
+            ),
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.failed:
+        console.print(
+            f"{len(result.failed)} runs failed; their tracebacks: {out}/runs/<id>/error.json"
+        )
+        raise typer.Exit(1)
+
+
+def results(
+    directory: Annotated[Path, typer.Argument(help="a sweep directory (or fsspec URL)")],
+    where: Annotated[
+        str | None, typer.Option(help="SQL condition, e.g. \"layer = 'output' AND step > 0\"")
+    ] = None,
+    sql: Annotated[
+        str | None, typer.Option(help="a whole SQL query over the views results, runs, tables")
+    ] = None,
+    runs: Annotated[
+        bool, typer.Option("--runs", help="one row per run (status, config) instead of per layer")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="write the rows to .csv or .parquet")] = None,
+) -> None:
+    """Query the tables of every finished run with DuckDB; print them or export CSV / Parquet.
+
+    Examples:
+      diffeoprobe results runs/quick --where "layer = 'output'" --out output.csv
+      diffeoprobe results runs/quick --runs
+      diffeoprobe results runs/quick --sql "SELECT model_options_depth, avg(R) FROM results WHERE layer = 'output' GROUP BY 1"
+    """
+    from diffeoprobe import store
+    from diffeoprobe.runs import check_table_path
+
+    if out is not None:
+        check_table_path(out)
+    if sql is not None and (where is not None or runs):
+        raise DiffeoProbeError("--sql is a whole query: use it without --where and --runs")
+    table = store.query(_root(directory), where=where, sql=sql, view="runs" if runs else "results")
+    if out is not None:
+        store.export(table, out)
+        console.print(f"wrote {len(table)} rows to {out}")
+        return
+    columns = list(table.columns)
+    if sql is None:  # the columns that tell rows apart; --out writes them all
+        settings = store.varying_settings(store.query(_root(directory), view="runs"))
+        wanted = (
+            ("run", "grid", "status", *settings, "seed", "test_error", "seconds")
+            if runs
+            else ("run", *settings, "seed", "step", "layer", "D", "G", "R", "test_error")
+        )
+        columns = [c for c in dict.fromkeys(wanted) if c in table.columns]
+    hidden = len(table.columns) - len(columns)
+    title = f"{len(table)} rows" + (f", first {SHOWN_ROWS}" if len(table) > SHOWN_ROWS else "")
+    view = Table(title=title + (f"; {hidden} more columns with --out" if hidden else ""))
+    for column in columns:
+        view.add_column(str(column), overflow="fold")
+    for row in table[columns].head(SHOWN_ROWS).itertuples(index=False):
+        view.add_row(*(_cell(v) for v in row))
+    console.print(view)
+
+
+def report(
+    directory: Annotated[Path, typer.Argument(help="a sweep directory (or fsspec URL)")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="folder for the figures and report.html (default DIR/report)"),
+    ] = None,
+    where: Annotated[
+        str | None, typer.Option(help="SQL condition selecting the rows drawn")
+    ] = None,
+) -> None:
+    """Figures over a whole sweep (error vs R, layer curves by setting, output vs each numeric
+    setting) and a self-contained report.html.
+
+    Example: diffeoprobe report runs/quick
+    """
+    from diffeoprobe import store
+    from diffeoprobe.sweep_report import write_report
+
+    root = _root(directory)
+    table = store.query(root, where=where)
+    if table.empty:
+        raise DiffeoProbeError(
+            f"{directory}: no finished run with a table matches; nothing to draw"
+        )
+    folder = out or (Path(root) / "report" if "://" not in root else Path("report"))
+    page = write_report(table, store.query(root, view="runs"), folder)
+    console.print(f"wrote {page}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _root(directory: Path) -> str:
+    """Typer turns ``s3://b/x`` into the Path ``s3:/b/x``: give the URL back its two slashes."""
+    text = str(directory)
+    scheme, sep, rest = text.partition(":/")
+    if sep and scheme.isidentifier() and not rest.startswith("/") and len(scheme) > 1:
+        return f"{scheme}://{rest}"
+    return text
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)

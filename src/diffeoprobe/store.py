@@ -1,0 +1,252 @@
+"""The results store: every finished run's table, joined with its config, queried with DuckDB.
+
+A sweep directory holds ``runs/<id>/`` (see :mod:`diffeoprobe.sweep`); a run is finished when its
+``done.json`` exists, and its tidy table is ``runs/<id>/table.parquet``. :func:`connect` opens an
+in-memory DuckDB database over them with three views:
+
+- ``runs``: one row per run directory: ``run`` (the id), ``grid``, ``status`` (done, failed,
+  incomplete), ``seconds``, ``attempts``, ``test_error``, and every config field as a column
+  (TrainConfig fields by name, ``model_options`` and ``dataset_options`` keys as
+  ``model_options_KEY`` / ``dataset_options_KEY``, MeasureConfig fields as ``measure_NAME``);
+- ``tables``: the rows of every finished run's ``table.parquet`` with its ``run`` id;
+- ``results``: ``tables`` joined with ``runs`` (the table's own columns win a clash).
+
+A directory can be a local or shared path, or an fsspec URL (``s3://bucket/sweep``,
+``memory://sweep``; needs the matching fsspec driver): local tables are read by DuckDB directly,
+remote ones through fsspec into memory (fine for the thousands of small tables a sweep makes).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+
+from diffeoprobe import runs
+from diffeoprobe.errors import DiffeoProbeError
+
+RUNS_DIR = "runs"  # the same layout as diffeoprobe.sweep (kept here so the store imports no torch)
+ORDER = ("run", "step", "depth")  # rows come sorted by these (those present)
+RUN_COLUMNS = ("run", "grid", "status", "seconds", "attempts", "test_error")
+NOT_SETTINGS = {*RUN_COLUMNS, "seed"}  # run-table columns that are not swept settings
+
+
+class _Files:
+    """The few file operations the store needs, on a local path or an fsspec URL."""
+
+    def __init__(self, root: str | Path) -> None:
+        text = str(root)
+        self.remote = "://" in text and not text.startswith("file://")
+        if self.remote:
+            try:
+                import fsspec
+            except ImportError:
+                raise DiffeoProbeError(
+                    f"{text!r}: reading results from a URL needs fsspec: pip install fsspec"
+                ) from None
+            try:
+                self.fs, self.root = fsspec.core.url_to_fs(text)
+            except (ImportError, ValueError) as exc:
+                raise DiffeoProbeError(f"{text!r}: no fsspec file system for it ({exc})") from None
+            self.protocol = text.split("://", 1)[0]
+        else:
+            self.root = str(Path(text.removeprefix("file://")))
+        self.text = text
+
+    def run_dirs(self) -> list[str]:
+        if self.remote:
+            found = self.fs.glob(f"{self.root}/{RUNS_DIR}/*/config.json")
+        else:
+            found = map(str, Path(self.root).glob(f"{RUNS_DIR}/*/config.json"))
+        return sorted(str(PurePosixPath(p).parent) for p in found)
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path) if self.remote else Path(path).is_file()
+
+    def read_json(self, path: str) -> dict[str, Any]:
+        if not self.remote:
+            return runs.read_json(path)
+        try:
+            with self.fs.open(path, "rb") as handle:
+                return json.loads(handle.read())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DiffeoProbeError(f"{path!r} could not be read as JSON ({exc})") from exc
+
+    def read_parquet(self, path: str) -> pd.DataFrame:
+        with self.fs.open(path, "rb") as handle:
+            return pd.read_parquet(io.BytesIO(handle.read()))
+
+    def url(self, path: str) -> str:
+        return f"{self.protocol}://{path}" if self.remote else path
+
+
+def run_table(root: str | Path) -> pd.DataFrame:
+    """One row per run directory under ``root/runs`` (see the module docstring for the columns)."""
+    files = _Files(root)
+    rows = [_run_row(files, directory) for directory in files.run_dirs()]
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
+    table = pd.DataFrame(rows)
+    for column in table.columns:  # a column of mixed kinds (2 and [2, 4]) becomes JSON text
+        kinds = {_kind(v) for v in table[column] if v is not None}
+        if len(kinds) > 1:
+            table[column] = [None if v is None else json.dumps(v) for v in table[column]]
+    return table
+
+
+def varying_settings(runs: pd.DataFrame) -> list[str]:
+    """Config columns of a run table that take more than one value (the sweep's axes, seed aside).
+
+    >>> varying_settings(pd.DataFrame({"run": ["a", "b"], "lr": [0.1, 0.2], "seed": [0, 1],
+    ...                                "epochs": [5, 5]}))
+    ['lr']
+    """
+    return [
+        c
+        for c in runs.columns
+        if c not in NOT_SETTINGS and runs[c].astype(str).nunique(dropna=False) > 1
+    ]
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__
+
+
+def _run_row(files: _Files, directory: str) -> dict[str, Any]:
+    config = files.read_json(f"{directory}/config.json").get("config", {})
+    record = (
+        files.read_json(f"{directory}/run.json") if files.exists(f"{directory}/run.json") else {}
+    )
+    done = files.exists(f"{directory}/done.json")
+    failed = files.exists(f"{directory}/error.json")
+    row: dict[str, Any] = dict(
+        run=PurePosixPath(directory).name,
+        grid=record.get("grid", ""),
+        status="done" if done else "failed" if failed else "incomplete",
+        seconds=record.get("seconds"),
+        attempts=len(record.get("attempts", [])),
+        test_error=files.read_json(f"{directory}/done.json").get("test_error") if done else None,
+    )
+    row.update(flatten_config(config))
+    return row
+
+
+def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"train": ..., "measure": ...}`` as flat columns (lists and mappings as JSON text).
+
+    >>> flatten_config({"train": {"lr": 0.1, "model_options": {"depth": 2}},
+    ...                 "measure": {"delta": 1.0}})
+    {'lr': 0.1, 'model_options_depth': 2, 'measure_delta': 1.0}
+    """
+    flat: dict[str, Any] = {}
+    for section, prefix in (("train", ""), ("measure", "measure_")):
+        for name, value in config.get(section, {}).items():
+            if isinstance(value, dict):
+                for key, option in value.items():
+                    flat[f"{prefix}{name}_{key}"] = _scalar(option)
+            else:
+                flat[f"{prefix}{name}"] = _scalar(value)
+    return flat
+
+
+def _scalar(value: object) -> object:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _table_files(files: _Files, table: pd.DataFrame) -> Iterator[tuple[str, str]]:
+    for run in table.loc[table["status"] == "done", "run"]:
+        path = f"{files.root}/{RUNS_DIR}/{run}/table.parquet"
+        if files.exists(path):
+            yield run, path
+
+
+def connect(root: str | Path):
+    """An in-memory DuckDB connection with the views ``runs``, ``tables`` and ``results``.
+
+    Raises:
+        DiffeoProbeError: ``root`` holds no run directory.
+    """
+    import duckdb
+
+    files = _Files(root)
+    if not files.remote and not Path(files.root).is_dir():
+        raise DiffeoProbeError(f"{files.text!r} is not a directory")
+    run_rows = run_table(root)
+    if run_rows.empty:
+        raise DiffeoProbeError(
+            f"{files.text!r} holds no runs ({RUNS_DIR}/<id>/config.json): run `diffeoprobe sweep GRID --out {files.text}` first"
+        )
+    con = duckdb.connect()
+    con.register("runs_frame", run_rows)
+    con.execute("CREATE VIEW runs AS SELECT * FROM runs_frame")
+    tables = list(_table_files(files, run_rows))
+    if not tables:
+        con.execute("CREATE VIEW tables AS SELECT NULL::VARCHAR AS run WHERE false")
+    elif files.remote:
+        frames = [files.read_parquet(path).assign(run=run) for run, path in tables]
+        con.register("tables_frame", pd.concat(frames, ignore_index=True))
+        con.execute("CREATE VIEW tables AS SELECT * FROM tables_frame")
+    else:
+        paths = ", ".join(_quote(path) for _, path in tables)
+        con.execute(
+            "CREATE VIEW tables AS SELECT * EXCLUDE (filename), "
+            r"regexp_extract(filename, '([^/\\]+)[/\\]table\.parquet$', 1) AS run "
+            f"FROM read_parquet([{paths}], filename = true, union_by_name = true)"
+        )
+    table_columns = {row[0] for row in con.execute("DESCRIBE SELECT * FROM tables").fetchall()}
+    extra = [c for c in run_rows.columns if c not in table_columns]
+    selected = ", ".join(f"r.{_ident(c)}" for c in extra)
+    con.execute(
+        f"CREATE VIEW results AS SELECT t.*{', ' + selected if selected else ''} "
+        "FROM tables t JOIN runs r ON t.run = r.run"
+    )
+    return con
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def query(
+    root: str | Path, *, where: str | None = None, sql: str | None = None, view: str = "results"
+) -> pd.DataFrame:
+    """Rows of ``view`` (``results``, ``runs`` or ``tables``) matching the SQL ``where``, sorted by
+    run, step and depth; or the result of a whole ``sql`` statement over the three views.
+
+    Raises:
+        DiffeoProbeError: no runs under ``root``, an unknown view, or SQL DuckDB refuses.
+    """
+    import duckdb
+
+    if view not in ("results", "runs", "tables"):
+        raise DiffeoProbeError(f"view must be results, runs or tables, got {view!r}")
+    con = connect(root)
+    try:
+        if sql is None:
+            columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()}
+            order = ", ".join(_ident(c) for c in ORDER if c in columns)
+            sql = f"SELECT * FROM {view}" + (f" WHERE {where}" if where else "")
+            sql += f" ORDER BY {order}" if order else ""
+        return con.execute(sql).fetchdf()
+    except duckdb.Error as exc:
+        flag = "--sql" if where is None else "--where"
+        raise DiffeoProbeError(f"{flag}: DuckDB refused the query: {exc}") from None
+    finally:
+        con.close()
+
+
+def export(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a query's rows to ``.csv`` or ``.parquet``, atomically."""
+    return runs.write_table(table, path)
