@@ -3,9 +3,12 @@
     python benchmarks/run.py            # all benchmarks, full sizes
     python benchmarks/run.py --quick    # smaller sizes (a smoke test)
     python benchmarks/run.py --write    # also write benchmarks/RESULTS.md and results.json
+    python benchmarks/run.py --skip accuracy --write   # keep accuracy's rows from results.json
 
 Each ``benchmarks/bench_*.py`` exposes ``run(quick: bool) -> list[dict]`` with the keys of
 ``COLUMNS``; ``ratio`` is stated so that the target reads directly (a speed-up, or a cost ratio).
+Every row records the benchmark file it came from and when it was measured: ``--write`` after
+``--only``/``--skip`` keeps the rows of the benchmarks it did not run, with their own dates.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("benchmark", "baseline", "candidate_s", "baseline_s", "ratio", "target", "ok", "note")
+RESULTS_JSON = HERE / "results.json"
 
 
 def machine() -> dict[str, str]:
@@ -60,13 +64,14 @@ def markdown(rows: list[dict], info: dict[str, str]) -> str:
         "",
     ]
     lines += [
-        "| benchmark | baseline | candidate (s) | baseline (s) | ratio | target | ok | note |",
-        "|---" * 8 + "|",
+        "| benchmark | baseline | candidate (s) | baseline (s) | ratio | target | ok | note | measured |",
+        "|---" * 9 + "|",
     ]
     for r in rows:
         lines.append(
             f"| {r['benchmark']} | {r['baseline']} | {r['candidate_s']:.4g} | {r['baseline_s']:.4g} | "
-            f"{r['ratio']:.3g} | {r['target']} | {'yes' if r['ok'] else 'NO'} | {r['note']} |"
+            f"{r['ratio']:.3g} | {r['target']} | {'yes' if r['ok'] else 'NO'} | {r['note']} | "
+            f"{r.get('measured', '')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -78,22 +83,37 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--write", action="store_true", help="write RESULTS.md and results.json")
     parser.add_argument("--only", help="run only bench_<ONLY>.py")
+    parser.add_argument("--skip", action="append", default=[], help="do not run bench_<SKIP>.py")
     args = parser.parse_args()
     info = machine()
     rows: list[dict] = []
+    ran: set[str] = set()
     for path in sorted(HERE.glob("bench_*.py")):
-        if args.only and path.stem != f"bench_{args.only}":
+        name = path.stem.removeprefix("bench_")
+        if (args.only and name != args.only) or name in args.skip:
             continue
         print(f"running {path.name} ...", file=sys.stderr, flush=True)
-        rows += load(path).run(quick=args.quick)
-    text = markdown(rows, info)
-    print(text)
+        ran.add(name)
+        for row in load(path).run(quick=args.quick):
+            rows.append({**row, "source": name, "measured": info["date"]})
     if args.write:
-        (HERE / "RESULTS.md").write_text(text + "\nMade by `python benchmarks/run.py --write`.\n")
-        (HERE / "results.json").write_text(
-            json.dumps({"machine": info, "rows": rows}, indent=2) + "\n"
+        kept = [r for r in previous_rows() if r.get("source") not in ran]
+        text = markdown(rows + kept, info)
+        (HERE / "RESULTS.md").write_text(
+            text + "\nMade by `python benchmarks/run.py --write`; rows not rerun keep their date.\n"
         )
+        RESULTS_JSON.write_text(
+            json.dumps({"machine": info, "rows": rows + kept}, indent=2, default=str) + "\n"
+        )
+    print(markdown(rows, info))
     return 0 if all(r["ok"] for r in rows) else 1
+
+
+def previous_rows() -> list[dict]:
+    """The rows of the last ``--write`` (none when there was none)."""
+    if not RESULTS_JSON.is_file():
+        return []
+    return json.loads(RESULTS_JSON.read_text())["rows"]
 
 
 if __name__ == "__main__":

@@ -456,6 +456,17 @@ def theory(
         console.print(f"wrote {out}")
 
 
+def _register_extensions() -> None:
+    """Add the commands that live in their own modules: sweep/results/report, reproduce."""
+    from diffeoprobe import cli_reproduce, cli_sweep
+
+    cli_sweep.register(app)
+    cli_reproduce.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -243,6 +243,7 @@ class _MeasureState:
         self.output_alias: str | None = None
         self._first_forward = True
         self._last: tuple[str, torch.Tensor, int] | None = None
+        self._buffer: torch.Tensor | None = None
 
     def begin(self, k: int, draws: int) -> None:
         self.k, self.draws = k, draws
@@ -268,16 +269,35 @@ class _MeasureState:
         a = a.to(torch.promote_types(a.dtype, torch.float32))
         k, r = self.k, self.draws
         copies = a.view(k, 1 + 2 * r, -1)
-        clean = copies[:, 0]
-        dist2 = torch.linalg.vector_norm(copies[:, 1:] - copies[:, :1], dim=-1).square()
-        d, g = dist2[:, :r].mean(1), dist2[:, r:].mean(1)
         if name not in self.sums:
             if not self._first_forward:
                 return  # a layer that did not fire in the first forward: ignore, keep the order stable
             self.sums[name] = SensitivitySums()
             self.features[name] = a.shape[1]
             self.order.append(name)
-        self.sums[name].update(clean, d, g)
+        sums = self.sums[name]
+        ref = sums.reference(copies[:, 0])
+        # One scratch tensor holds, per image, a_i - ref, then every perturbed copy minus a_i:
+        # one norm over it gives s_i, d_i and g_i (no fresh large temporaries per layer).
+        diff = self._scratch(copies)
+        torch.sub(copies[:, 1:], copies[:, :1], out=diff[:, 1:])
+        torch.sub(copies[:, 0], ref, out=diff[:, 0])
+        squared = torch.linalg.vector_norm(diff, dim=-1).double().square()
+        d, g = squared[:, 1 : 1 + r].mean(1), squared[:, 1 + r :].mean(1)
+        sums.add(diff[:, 0].sum(0), squared[:, 0], d, g)
+
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """A tensor of ``like``'s shape, dtype and device, carved from one reused buffer."""
+        numel = like.numel()
+        buffer = self._buffer
+        if (
+            buffer is None
+            or buffer.numel() < numel
+            or buffer.dtype != like.dtype
+            or (buffer.device != like.device)
+        ):
+            buffer = self._buffer = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buffer[:numel].view(like.shape)
 
     def finish_forward(self, out: object, want_output: bool, channel_mean: bool) -> None:
         if self._first_forward and isinstance(out, torch.Tensor) and self._last is not None:

@@ -78,16 +78,33 @@ class SensitivitySums:
             d: ``(B,)`` per-image squared distance under the diffeomorphism.
             g: ``(B,)`` per-image squared distance under the noise.
         """
+        centred = clean - self.reference(clean)
+        squared = torch.linalg.vector_norm(centred, dim=1).double().square()
+        self.add(centred.sum(0), squared, d, g)
+
+    def reference(self, clean: torch.Tensor) -> torch.Tensor:
+        """``(F,)``: the reference ``ref``, set from ``clean`` (``(B, F)``) on the first call."""
         if self._ref is None:
             self._ref = clean.mean(0)
             self._sum_a = torch.zeros(clean.shape[1], dtype=torch.float64, device=clean.device)
             self._sum_a2 = torch.zeros((), dtype=torch.float64, device=clean.device)
             self._moments = torch.zeros(9, dtype=torch.float64, device=clean.device)
-        centred = clean - self._ref
-        self._sum_a += centred.sum(0).double()  # batch sums are short: input precision suffices
-        sq = torch.linalg.vector_norm(centred, dim=1).double().square()  # s_i = ||a_i - ref||^2
+        return self._ref
+
+    def add(
+        self, centred_sum: torch.Tensor, squared: torch.Tensor, d: torch.Tensor, g: torch.Tensor
+    ) -> None:
+        """Add one batch given its reductions (after :meth:`reference` was set).
+
+        Args:
+            centred_sum: ``(F,)`` the batch sum of ``a_i - ref``.
+            squared: ``(B,)`` the ``s_i = ||a_i - ref||^2``.
+            d: ``(B,)`` per-image squared distance under the diffeomorphism.
+            g: ``(B,)`` per-image squared distance under the noise.
+        """
+        self._sum_a += centred_sum.double()  # batch sums are short: input precision suffices
+        sq, d, g = squared.double(), d.double(), g.double()
         self._sum_a2 += sq.sum()
-        d, g = d.double(), g.double()
         self._moments += torch.stack(
             [
                 d.sum(),
@@ -101,7 +118,7 @@ class SensitivitySums:
                 (g * sq).sum(),
             ]
         )
-        self.n += clean.shape[0]
+        self.n += squared.shape[0]
 
     def result(self) -> Sensitivity:
         """D, G, R and their standard errors; needs at least two images."""
