@@ -1,13 +1,15 @@
-# One-command set-up: `make demo` (the main job) and `make test` (the whole suite) both create
-# .venv, install torch==2.13.0 first when the venv has no torch (the CPU wheel; a CUDA torch you
-# installed yourself is kept), then the package with its dev extras.
+# One-command set-up: `make reproduce` (the main job: every figure of the paper, `reproduce quick`)
+# and `make test` (the whole suite) both create .venv, install torch==2.13.0 first when the venv has
+# no torch (the CPU wheel; a CUDA torch you installed yourself is kept), then the package with its
+# dev extras. `make demo` is the seconds-long measurement tour.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.diffeoprobe-installed
 OUT ?= out/demo
+REPRO ?= out/quick
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data browser reproduce demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +27,19 @@ data:
 		|| echo "note: could not install dataset-fashion-mnist; its tests will be skipped"; \
 	fi
 
+# Headless Chromium, which the report's browser test uses; as root on Debian only, optional.
+browser:
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "note: could not install chromium; the browser test of the report will be skipped"; \
+	fi
+
+# The paper end to end on 2 CPU cores (about 20 minutes): figures, results.parquet, report.html.
+# Interrupted? Run it again: finished runs and figures are kept.
+reproduce: setup data
+	$(VENV)/bin/diffeoprobe reproduce quick --out $(REPRO)
+	@echo "open $(REPRO)/report.html"
+
 demo: setup data
 	mkdir -p $(OUT)
 	$(VENV)/bin/diffeoprobe measure --dataset scale-detection --probe-size 500 --out $(OUT)/scale-detection.parquet
@@ -40,7 +55,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
-test: setup data lint
+test: setup data browser lint
 	$(PY) -m pytest
 
 bench: setup

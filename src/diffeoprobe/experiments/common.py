@@ -1,0 +1,460 @@
+"""What the figures share: run construction, reading finished runs, re-measuring checkpoints,
+averaging over seeds.
+
+A figure's builder receives a :class:`Context`; ``context.table(run)`` gives the run's layer-wise
+table at initialisation and at the end of training (``state`` = ``init`` / ``trained``), measured
+as science.md prescribes for its data set:
+
+- On ``scale-detection`` the diffeo is the task's pixel shift. For Task 2 a move that crosses a
+  block of side ``xi`` is undone (science.md section 6); ``train()``'s own measurement uses the
+  unconstrained shift, so Task-2 checkpoints are measured again here.
+- A pixel shift moves every nonzero pixel, so on noisy scale-detection signals it would move the
+  noise too: nets trained on noisy signals are probed on the clean test signals.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from diffeoprobe import runs
+from diffeoprobe.config import MeasureConfig, TrainConfig, to_dict
+from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.experiments.presets import Preset, ZooNet
+from diffeoprobe.experiments.spec import Run
+
+__all__ = [
+    "Context",
+    "available",
+    "MissingRuns",
+    "measure_config",
+    "representations",
+    "run_id",
+    "sd_run",
+    "seed_mean",
+    "zoo_run",
+]
+
+QUANTITIES = ("D", "G", "R")
+INIT, TRAINED = "init", "trained"
+
+
+class MissingRuns(DiffeoProbeError):
+    """A figure needs runs that are not finished; the message says which and how to make them."""
+
+
+# ---- runs ----------------------------------------------------------------------------------------
+
+
+def run_id(config: TrainConfig, measure: MeasureConfig) -> str:
+    """The run's directory name under ``DIR/runs/``: :func:`diffeoprobe.sweep.run_id` (a hash of
+    both configs), so ``diffeoprobe sweep`` and the store read reproduce's runs as their own."""
+    try:
+        from diffeoprobe.sweep import run_id as sweep_id
+    except ImportError:  # no sweep module: the same rule, written out
+        payload = {"schema": "diffeoprobe-run-v1", "train": to_dict(config)}
+        payload["measure"] = to_dict(measure)
+        text = json.dumps(_canonical(payload), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sweep_id(config, measure)
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float):
+        return (int(value) if value.is_integer() else value) if math.isfinite(value) else str(value)
+    return value
+
+
+def measure_config(preset: Preset) -> MeasureConfig:
+    """The measurement of every run: science.md section 4 with ``P = preset.probe_size``."""
+    return MeasureConfig(probe_size=preset.probe_size)
+
+
+def sd_run(
+    preset: Preset,
+    *,
+    task: int,
+    seed: int,
+    activation: str = "relu",
+    stride: int = 2,
+    filter_size: int = 2,
+    depth: int | None = None,
+    noise_norm: float = 0.0,
+    width: int | None = None,
+    lr_per_width: float | None = None,
+    epochs: int | None = None,
+) -> Run:
+    """The 1D scale-detection CNN on Task ``task`` (science.md section 6), hinge loss, plain SGD
+    at ``lr = lr_per_width * width`` (the preset's by default), stopped at zero training error."""
+    width = width or preset.sd_width
+    lr_per_width = lr_per_width or preset.sd_lr_per_width
+    options: dict[str, Any] = dict(width=width)
+    if activation != "relu":
+        options["activation"] = activation
+    if (stride, filter_size) != (2, 2) or depth is not None:
+        options.update(stride=stride, filter_size=filter_size)
+    options["depth"] = depth or preset.sd_depth
+    data: dict[str, Any] = dict(
+        dim=1,
+        task=task,
+        d=preset.sd_d,
+        xi=preset.sd_xi,
+        train_size=preset.sd_train,
+        test_size=preset.sd_test,
+    )
+    if noise_norm:
+        data["noise_norm"] = float(noise_norm)
+    config = TrainConfig(
+        model="scalecnn1d",
+        model_options=options,
+        dataset="scale-detection",
+        dataset_options=data,
+        epochs=epochs or preset.sd_epochs,
+        batch_size=preset.sd_batch,
+        optimizer="sgd",
+        lr=lr_per_width * width,
+        momentum=0.0,
+        weight_decay=preset.sd_weight_decay,
+        schedule="constant",
+        loss="hinge",
+        stop_at_zero_error=True,
+        checkpoints=preset.checkpoints,
+        measure=True,
+        seed=seed,
+    )
+    tags = dict(task=task, stride=stride, activation=activation, noise_norm=float(noise_norm))
+    return Run(config, measure_config(preset), tags)
+
+
+def zoo_run(
+    preset: Preset,
+    net: ZooNet,
+    *,
+    seed: int,
+    noise_norm: float = 0.0,
+    dataset: str | None = None,
+    dataset_options: dict[str, Any] | None = None,
+    epochs: int | None = None,
+    loss: str = "cross-entropy",
+    augment: bool | None = None,
+) -> Run:
+    """A zoo net on the preset's real-image data set (or ``dataset``), science.md section 8."""
+    data = dict(preset.zoo_dataset_options if dataset_options is None else dataset_options)
+    if noise_norm:
+        data["noise_norm"] = float(noise_norm)
+    config = TrainConfig(
+        model=net.model,
+        model_options=dict(net.options),
+        dataset=dataset or preset.zoo_dataset,
+        dataset_options=data,
+        train_size=preset.zoo_train_size if dataset is None else None,
+        test_size=preset.zoo_test_size if dataset is None else None,
+        epochs=preset.zoo_epochs if epochs is None else epochs,
+        batch_size=preset.zoo_batch,
+        optimizer=net.optimizer,
+        lr=net.lr,
+        weight_decay=net.weight_decay,
+        schedule="cosine",
+        loss=loss,
+        augment=preset.zoo_augment if augment is None else augment,
+        checkpoints=preset.checkpoints,
+        measure=True,
+        seed=seed,
+    )
+    label = net.model + (
+        "(" + ",".join(f"{k}={v}" for k, v in net.options.items()) + ")" if net.options else ""
+    )
+    return Run(config, measure_config(preset), dict(net=label, noise_norm=float(noise_norm)))
+
+
+# ---- reading and probing finished runs -----------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """What a figure's builder may use: the finished runs of its spec and the preset."""
+
+    preset: Preset
+    root: Path  # the reproduce directory; runs live in root / "runs" / <id>
+    log: Callable[[str], None] = lambda message: None
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def run_dir(self, run: Run) -> Path:
+        return self.root / "runs" / run_id(run.config, run.measure)
+
+    def require(self, needed: Iterable[Run], figure: str) -> None:
+        """Raise :class:`MissingRuns` naming every run of ``needed`` that is not finished."""
+        missing = [r for r in needed if not (self.run_dir(r) / "done.json").is_file()]
+        if missing:
+            lines = "; ".join(f"{self.run_dir(r).name} = {r.describe()}" for r in missing)
+            raise MissingRuns(
+                f"figure {figure!r} needs {len(missing)} unfinished run(s) under {self.root / 'runs'}: "
+                f"{lines}; make them with `diffeoprobe reproduce {self.preset.name} --only {figure} "
+                f"--out {self.root}`"
+            )
+
+    def done(self, run: Run) -> dict[str, Any]:
+        """The run's ``done.json`` (steps, epochs, final errors, seconds)."""
+        return runs.read_json(self.run_dir(run) / "done.json")
+
+    def steps(self, run: Run) -> tuple[int, int]:
+        """(first, last) complete checkpoint: initialisation and the end of training."""
+        done = runs.completed_checkpoints(self.run_dir(run))
+        return done[0], done[-1]
+
+    def table(self, run: Run) -> pd.DataFrame:
+        """The run's layer-wise table at init and at the end (``state`` column), tags added."""
+        key = f"table:{self.run_dir(run).name}"
+        if key not in self._cache:
+            first, last = self.steps(run)
+            if _needs_remeasure(run):
+                parts = [self.measure(run, step) for step in (first, last)]
+                table = pd.concat(parts, ignore_index=True)
+            else:
+                table = runs.read_table(self.run_dir(run) / "table.parquet")
+                table = table[table["step"].isin([first, last])].reset_index(drop=True)
+            table.insert(0, "state", np.where(table["step"] == first, INIT, TRAINED))
+            table.insert(0, "run", self.run_dir(run).name)
+            for name, value in run.tags.items():
+                table[name] = value
+            self._cache[key] = table
+        return self._cache[key].copy()
+
+    def measure(
+        self,
+        run: Run,
+        step: int,
+        *,
+        model: nn.Module | None = None,
+        **overrides: Any,
+    ) -> pd.DataFrame:
+        """``measure`` of the run's model at ``step`` (or of ``model``) on its probe images, with
+        the run's settings and seed, the data set's proper diffeo, and ``overrides``."""
+        from diffeoprobe.measure import measure
+
+        net = self.model(run, step) if model is None else model
+        table = measure(
+            net, self.probe(run), **{**measure_options(run), **overrides}, seed=run.config.seed
+        )
+        meta = runs.read_json(runs.checkpoint_path(self.run_dir(run), step, ".json"))
+        for key in ("step", "epoch", "train_error", "test_error"):
+            table.insert(0, key, meta[key])
+        table.insert(0, "seed", run.config.seed)
+        table.insert(0, "dataset", run.config.dataset)
+        table.insert(0, "model", run.config.model)
+        return table
+
+    def init_tables(self, run: Run, count: int) -> pd.DataFrame:
+        """The run's representations at initialisation for seeds ``0 .. count - 1``: the paper
+        averages the untrained value over 5 initialisations (science.md section 4). Seeds that
+        were trained come from their init checkpoint (``table``); the others are fresh nets built
+        and measured with that seed, as ``train()`` would have."""
+        from diffeoprobe.measure import measure
+
+        seeds = [s for s in range(count) if s != run.config.seed]
+        first = self.table(run)
+        parts = [first[first["state"] == INIT]]
+        x, num_classes = self._data(run)
+        for seed in seeds:
+            torch.manual_seed(seed)
+            net = self._build(run, x, num_classes).eval()
+            table = measure(net, self.probe(run), **measure_options(run), seed=seed)
+            table.insert(0, "state", INIT)
+            table.insert(1, "run", f"{self.run_dir(run).name}/init-seed{seed}")
+            table["seed"], table["step"], table["epoch"] = seed, 0, 0.0
+            for name, value in run.tags.items():
+                table[name] = value
+            parts.append(table)
+        return pd.concat(parts, ignore_index=True)
+
+    def _build(self, run: Run, x: torch.Tensor, num_classes: int) -> nn.Module:
+        from diffeoprobe.models import build
+
+        config = run.config
+        return build(
+            config.model,
+            x.shape[1],
+            num_classes,
+            input_size=x.shape[-1],
+            **dict(config.model_options),
+        )
+
+    def model(self, run: Run, step: int) -> nn.Module:
+        """The run's model with the weights of checkpoint ``step``, in eval mode."""
+        x, num_classes = self._data(run)
+        torch.manual_seed(run.config.seed)
+        net = self._build(run, x, num_classes)
+        runs.load_weights(net, runs.checkpoint_path(self.run_dir(run), step, ".safetensors"))
+        return net.eval()
+
+    def probe(self, run: Run) -> torch.Tensor:
+        """The probe images of the run: the first P test images (clean on scale-detection)."""
+        x, _ = self._data(run)
+        return x[: run.measure.probe_size]
+
+    def _data(self, run: Run) -> tuple[torch.Tensor, int]:
+        from diffeoprobe.data import build_dataset
+
+        config = run.config
+        options = dict(config.dataset_options)
+        if config.dataset == "scale-detection":  # probe with clean signals (module docstring)
+            options.pop("noise_norm", None)
+            options.pop("noise_mode", None)
+        key = json.dumps([config.dataset, options, config.seed, config.data_dir], default=str)
+        if key not in self._cache:
+            common = dict(data_dir=config.data_dir, seed=config.seed, **options)
+            test = build_dataset(config.dataset, split="test", **common)
+            n = len(test) if config.test_size is None else min(config.test_size, len(test))
+            x, y = _first(test, n)
+            train_labels = _labels(build_dataset(config.dataset, split="train", **common))
+            classes = int(max(int(train_labels.max()), int(y.max()))) + 1
+            self._cache[key] = (x, classes)
+        return self._cache[key]
+
+
+def _first(dataset: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(dataset, "tensors"):
+        x, y = dataset.tensors[:2]
+        return x[:n], y[:n]
+    items = [dataset[i] for i in range(n)]
+    return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
+
+
+def _labels(dataset: Any) -> torch.Tensor:
+    if hasattr(dataset, "tensors"):
+        return dataset.tensors[1]
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])
+
+
+def _needs_remeasure(run: Run) -> bool:
+    options = run.config.dataset_options
+    return run.config.dataset == "scale-detection" and (
+        options.get("task", 1) == 2 or bool(options.get("noise_norm", 0))
+    )
+
+
+def measure_options(run: Run) -> dict[str, Any]:
+    """``measure`` keyword arguments from the run's MeasureConfig, with the proper diffeo."""
+    m = run.measure
+    return dict(
+        delta=m.delta,
+        temperature=m.temperature,
+        cut=m.cut,
+        interp=m.interp,
+        diffeo=diffeo_for(run.config, m),
+        noise=m.noise,
+        draws=m.draws,
+        channel_mean=m.channel_mean,
+        batch_size=m.batch_size,
+    )
+
+
+def diffeo_for(config: TrainConfig, measure: MeasureConfig) -> Any:
+    """The diffeo of a run: the pixel shift on scale-detection (Task 2: kept inside the blocks)."""
+    if measure.diffeo != "auto":
+        return measure.diffeo
+    if config.dataset != "scale-detection":
+        return "max-entropy"
+    options = config.dataset_options
+    if options.get("task", 1) != 2:
+        return "pixel-shift"
+    return _block_shift(int(options.get("xi", 32)))
+
+
+@functools.cache
+def _block_shift(block: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    from diffeoprobe.perturb import pixel_shift
+
+    def pixel_shift_in_blocks(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return pixel_shift(x, block=block, generator=generator)
+
+    return pixel_shift_in_blocks
+
+
+# ---- shaping tables --------------------------------------------------------------------------------
+
+
+def representations(table: pd.DataFrame) -> pd.DataFrame:
+    """The representations the theory speaks of, with a layer index ``k``.
+
+    For nets built of ``blockN.conv -> blockN.act`` (scalecnn1d, simplecnn): the input (k = 0),
+    each block's activation (k = N) and the output (k = blocks + 1). Other nets keep every layer,
+    ``k`` = depth.
+    """
+    act = table["layer"].str.fullmatch(r"block\d+\.act")
+    if not act.any():
+        return table.assign(k=table["depth"].astype(float))
+    keep = act | table["layer"].isin(["input", "output"])
+    out = table[keep].copy()
+    blocks = out["layer"].str.extract(r"block(\d+)\.act", expand=False).astype(float)
+    last = blocks.max()
+    out["k"] = np.where(
+        out["layer"] == "input", 0.0, np.where(out["layer"] == "output", last + 1, blocks)
+    )
+    out["rel_depth"] = out["k"] / (last + 1)
+    return out
+
+
+def seed_mean(
+    table: pd.DataFrame, by: Sequence[str], quantities: Sequence[str] = QUANTITIES
+) -> pd.DataFrame:
+    """Mean over seeds of each quantity, grouped by ``by``; ``*_se`` the standard error over
+    seeds (the measurement's own error when there is one seed); ``seeds`` the count."""
+    rows = []
+    for key, part in table.groupby(list(by), sort=False, dropna=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+        n = part["seed"].nunique() if "seed" in part else len(part)
+        for q in quantities:
+            values = part[q].to_numpy(dtype=float)
+            row[q] = float(np.mean(values))
+            if n > 1:
+                row[f"{q}_se"] = float(np.std(values, ddof=1) / math.sqrt(len(values)))
+            else:
+                row[f"{q}_se"] = float(part[f"{q}_se"].mean()) if f"{q}_se" in part else math.nan
+        row["seeds"] = n
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number for a claim's text: ``0.0123``, ``1.2e-05``."""
+    if value is None or not math.isfinite(value):
+        return "nan"
+    return f"{value:.{digits}g}"
+
+
+FILE_BACKED = ("fashionmnist", "mnist", "cifar10", "svhn")
+
+
+def available(dataset: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether ``dataset`` can be loaded here (synthetic data and downloads always can)."""
+    options = dict(options or {})
+    if dataset not in FILE_BACKED or options.get("download"):
+        return True
+    return _loads(dataset, json.dumps(options, sort_keys=True, default=str))
+
+
+@functools.cache
+def _loads(dataset: str, options: str) -> bool:
+    from diffeoprobe.data import build_dataset
+
+    try:
+        build_dataset(dataset, split="test", **json.loads(options))
+    except DiffeoProbeError:
+        return False
+    return True

@@ -1,0 +1,190 @@
+"""Figure ``error-vs-r``: test error against R at the output across a zoo (the predecessor's headline).
+
+science.md section 8: across architectures on CIFAR-10, Petrini et al. (2021) found test error ~
+0.2 sqrt(R_f), R_f the relative sensitivity of the output, about 1 at initialisation and decades
+lower after training. Here every net of the preset's zoo is trained, R at its output is measured
+at initialisation and at the end, and ``error = a R^b`` is fitted (least squares in log-log, one
+point per trained net and seed) with standard errors of a and b.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from diffeoprobe.experiments import plotting
+from diffeoprobe.experiments.common import (
+    FILE_BACKED,
+    INIT,
+    TRAINED,
+    Context,
+    fmt,
+    measure_config,
+    zoo_run,
+)
+from diffeoprobe.experiments.presets import Preset
+from diffeoprobe.experiments.spec import Claim, FigureSpec, Verdict, spearman
+
+NAME = "error-vs-r"
+PAPER_A, PAPER_B = 0.2, 0.5  # error ~ 0.2 sqrt(R) on CIFAR-10 (Petrini et al. 2021)
+INIT_BAND = 3.0  # R at init "about 1": within this factor
+
+
+def spec(preset: Preset) -> FigureSpec:
+    runs = tuple(zoo_run(preset, net, seed=s) for net in preset.zoo for s in preset.zoo_seeds)
+    download = bool(preset.zoo_dataset_options.get("download"))
+    requires = (preset.zoo_dataset,) if preset.zoo_dataset in FILE_BACKED and not download else ()
+    nets = ", ".join(dict.fromkeys(r.tags["net"] for r in runs))
+    claims = (
+        Claim(
+            "R at init is about 1",
+            "R at the output is about 1 at initialisation",
+            f"every net: R_init within a factor {INIT_BAND:g} of 1",
+            _init_about_one,
+        ),
+        Claim(
+            "error grows with R",
+            "across architectures the test error grows with R at the output",
+            "fitted b > 0 and Spearman rho(R, error) > 0 over the trained nets",
+            _grows,
+        ),
+        Claim(
+            "error ~ 0.2 sqrt(R)",
+            "test error ~ 0.2 sqrt(R_f) (CIFAR-10, Petrini et al. 2021)",
+            f"b = {PAPER_B} within 2 standard errors (a = {PAPER_A} on CIFAR-10)",
+            _sqrt_law,
+        ),
+    )
+    return FigureSpec(
+        name=NAME,
+        title="Test error versus R at the output across a zoo",
+        description=(
+            f"{nets} on {preset.zoo_dataset} ({preset.zoo_epochs} epochs"
+            + (f", {preset.zoo_train_size} training images" if preset.zoo_train_size else "")
+            + f", {len(preset.zoo_seeds)} seed(s)): test error against R at the output after "
+            "training (filled) and at initialisation (hollow, at its untrained error); the line "
+            "is the fit error = a R^b, the dashed line the predecessor's 0.2 sqrt(R) on CIFAR-10."
+        ),
+        paper="Petrini et al. 2021, Fig. 3 / science.md section 8 (error ~ 0.2 sqrt(R))",
+        runs=runs,
+        measure=measure_config(preset),
+        probes=(),
+        build=lambda context: build(context, list(runs)),
+        plot=plot,
+        claims=claims,
+        requires=requires,
+        summary=summary,
+    )
+
+
+def build(context: Context, runs: list) -> pd.DataFrame:
+    context.require(runs, NAME)
+    rows = []
+    for run in runs:
+        table = context.table(run)
+        out = table[table["layer"] == "output"]
+        keep = ["net", "state", "run", "seed", "D", "G", "R", "D_se", "G_se", "R_se"]
+        rows.append(out[keep + ["train_error", "test_error", "epoch"]])
+    return pd.concat(rows, ignore_index=True)
+
+
+def fit_power(r: np.ndarray, error: np.ndarray) -> dict[str, float]:
+    """``error = a R^b`` by least squares on ``log10``: a, b, their standard errors, n.
+
+    >>> f = fit_power(np.array([0.01, 0.1, 1.0]), 0.2 * np.sqrt([0.01, 0.1, 1.0]))
+    >>> round(f["a"], 6), round(f["b"], 6)
+    (0.2, 0.5)
+    """
+    x, y = np.log10(np.asarray(r, float)), np.log10(np.asarray(error, float))
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = len(x)
+    if n < 2 or np.ptp(x) == 0:
+        return dict(a=math.nan, b=math.nan, a_se=math.nan, b_se=math.nan, log10_a_se=math.nan, n=n)
+    b, c = np.polyfit(x, y, 1)
+    if n > 2:
+        residual = y - (b * x + c)
+        s2 = float(residual @ residual) / (n - 2)
+        sxx = float(((x - x.mean()) ** 2).sum())
+        b_se = math.sqrt(s2 / sxx)
+        c_se = math.sqrt(s2 * (1 / n + x.mean() ** 2 / sxx))
+    else:
+        b_se = c_se = math.nan
+    a = float(10**c)
+    return dict(a=a, b=float(b), a_se=a * math.log(10) * c_se, b_se=b_se, log10_a_se=c_se, n=n)
+
+
+def _trained(table: pd.DataFrame) -> pd.DataFrame:
+    return table[(table["state"] == TRAINED) & (table["test_error"] > 0)]
+
+
+def _fit_text(fit: dict[str, float]) -> str:
+    return (
+        f"a = {fmt(fit['a'])} +- {fmt(fit['a_se'], 2)}, b = {fmt(fit['b'])} +- "
+        f"{fmt(fit['b_se'], 2)} (n = {fit['n']})"
+    )
+
+
+def _init_about_one(table: pd.DataFrame) -> list[Verdict]:
+    init = table[table["state"] == INIT].groupby("net", sort=False)["R"].mean()
+    inside = init.between(1 / INIT_BAND, INIT_BAND)
+    values = ", ".join(f"{net} {fmt(r)}" for net, r in init.items())
+    return [Verdict("every net", bool(inside.all()), f"R_init at the output: {values}")]
+
+
+def _grows(table: pd.DataFrame) -> list[Verdict]:
+    trained = _trained(table)
+    fit = fit_power(trained["R"].to_numpy(), trained["test_error"].to_numpy())
+    rho = spearman(trained["R"], trained["test_error"])
+    holds = fit["b"] > 0 and rho > 0
+    return [Verdict("trained zoo", bool(holds), f"{_fit_text(fit)}; Spearman rho = {fmt(rho, 2)}")]
+
+
+def _sqrt_law(table: pd.DataFrame) -> list[Verdict]:
+    trained = _trained(table)
+    fit = fit_power(trained["R"].to_numpy(), trained["test_error"].to_numpy())
+    holds = math.isfinite(fit["b_se"]) and abs(fit["b"] - PAPER_B) <= 2 * fit["b_se"]
+    return [Verdict("trained zoo", bool(holds), _fit_text(fit))]
+
+
+def plot(table: pd.DataFrame) -> Figure:
+    """Log-log test error versus R at the output; fit and the predecessor's law."""
+    fig, axes = plotting.grid(1, 1, width=6.0, height=4.4)
+    ax = axes[0, 0]
+    nets = list(dict.fromkeys(table["net"]))
+    for i, net in enumerate(nets):
+        colour = plotting.COLOURS[i % len(plotting.COLOURS)]
+        part = table[table["net"] == net]
+        trained, init = part[part["state"] == TRAINED], part[part["state"] == INIT]
+        ax.errorbar(trained["R"], trained["test_error"], xerr=trained["R_se"], fmt="o",
+                    color=colour, label=net, capsize=2)  # fmt: skip
+        ax.plot(init["R"], init["test_error"], "o", mfc="none", color=colour, alpha=0.6)
+    trained = _trained(table)
+    fit = fit_power(trained["R"].to_numpy(), trained["test_error"].to_numpy())
+    r_all = table["R"][table["R"] > 0]
+    if len(r_all) and math.isfinite(fit["b"]):
+        grid = np.geomspace(r_all.min() / 1.5, r_all.max() * 1.5, 50)
+        ax.plot(grid, fit["a"] * grid ** fit["b"], "k-", lw=1,
+                label=f"fit: {fmt(fit['a'], 2)} R^{fmt(fit['b'], 2)}")  # fmt: skip
+        ax.plot(
+            grid, PAPER_A * grid**PAPER_B, "k--", lw=1, alpha=0.6, label="0.2 sqrt(R) (CIFAR-10)"
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("R at the output (filled: trained, hollow: init)")
+    ax.set_ylabel("test error")
+    ax.grid(alpha=0.25, which="both")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("Test error versus relative stability R_f", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per net and seed: R at the output and the test error, at init and trained."""
+    wide = table.pivot_table(index=["net", "seed"], columns="state", values=["R", "test_error"])
+    wide.columns = [f"{q} {state}" for q, state in wide.columns]
+    return wide.reset_index()

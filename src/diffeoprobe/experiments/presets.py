@@ -1,0 +1,257 @@
+"""Presets: the sizes every figure is made at (one place for every number, with its reason).
+
+- ``paper``: the full protocol of science.md sections 6, 8 and 9 (width 1000, 10 seeds, the
+  CIFAR-10 zoo, 250-300 epochs): for a GPU or a cluster (``--executor dask``).
+- ``quick``: 2 CPU cores, about 20 minutes for all figures: the 1D scale-detection CNN at width 128,
+  2 seeds, P = 256 probes; a small Fashion-MNIST zoo when that data set is present.
+- ``tiny``: seconds, every figure end to end on micro sizes (tests and CI smoke runs). Its numbers
+  mean nothing; its claims are checked all the same, so a broken pipeline shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffeoprobe.errors import DiffeoProbeError
+
+__all__ = ["PRESETS", "Preset", "ZooNet", "get_preset"]
+
+
+@dataclass(frozen=True)
+class ZooNet:
+    """A net of a zoo and how it is trained (science.md section 8)."""
+
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of every figure. Fields prefixed ``sd_`` are the 1D scale-detection CNN's."""
+
+    name: str
+    description: str
+    seeds: tuple[int, ...]
+    probe_size: int  # P, test images used as probes (science.md section 4: 500)
+    checkpoints: int  # log-spaced checkpoints of every run besides init and end
+    threads: int | None  # torch threads per run (None: torch's default)
+    executor: str  # default executor of the runs: serial | local | dask
+    # the 1D scale-detection CNN (science.md section 6)
+    sd_d: int = 128  # signal length
+    sd_xi: int = 32  # scale
+    sd_depth: int = 7  # log2(d): 128 -> 1 with filter 2, stride 2
+    sd_width: int = 1000
+    sd_train: int = 1024
+    sd_test: int = 512
+    sd_batch: int = 8
+    sd_lr_per_width: float = 0.01  # lr = sd_lr_per_width * width (NTK / mean-field scaling)
+    sd_weight_decay: float = 0.0
+    sd_epochs: int = 3000  # upper bound; runs stop at zero training error
+    sd_tasks: tuple[int, ...] = (1, 2)
+    sd_stride1: tuple[int, int] | None = None  # (filter, depth) of a stride-1 net on task 1
+    sd_stride1_width: int | None = None  # its width (None: sd_width); stride 1 costs ~40x more
+    sd_stride1_lr_per_width: float | None = None  # its lr / width (None: sd_lr_per_width)
+    sd_stride1_epochs: int | None = None  # its epoch cap (None: sd_epochs)
+    sd_stride1_seeds: int | None = None  # how many of the seeds it is trained with (None: all)
+    # the 2D scale-detection zoo (science.md section 6, Fig. 5, 8, 9)
+    sd2d_models: tuple[ZooNet, ...] = ()
+    sd2d_epochs: int = 300
+    # the idealised nets (science.md section 7, docs/theory.md)
+    theory_depth1: int = 256  # stride 1
+    theory_kmin1: int = 16  # fits on k >= kmin1 (stride 1)
+    theory_depth2: int = 10  # stride 2
+    theory_size2: int | None = None  # input side at stride 2 (None: theory's default)
+    theory_draws: int = 4
+    theory_tolerance: float = 0.05  # on exponents (powers) and rates (units of ln 2)
+    # noisy training (science.md section 8)
+    noise_norms: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0, 10.0, 30.0, 100.0)
+    noisy_seeds: tuple[int, ...] = (0,)
+    noisy_sd: bool = False  # also the 1D scale-detection CNN on Task noisy_task
+    noisy_task: int = 2
+    noisy_models: tuple[str, ...] = ("vgg11bn", "resnet18")  # zoo nets, when their data is present
+    # the zoo of real images (error versus R, pooling probes)
+    zoo_dataset: str = "cifar10"
+    zoo_dataset_options: dict[str, Any] = field(default_factory=dict)
+    zoo: tuple[ZooNet, ...] = ()
+    zoo_train_size: int | None = None
+    zoo_test_size: int | None = 2000
+    zoo_epochs: int = 250
+    zoo_batch: int = 128
+    zoo_augment: bool = True
+    zoo_seeds: tuple[int, ...] = (0,)
+    pooling_models: tuple[str, ...] = ("vgg11", "vgg11bn", "alexnet", "lenet")
+    shuffle_permutations: int = 5
+    # claims
+    init_seeds: int = 5  # initialisations averaged for the untrained value (science.md section 4)
+    r_drop: float = 10.0  # trained R at the last layer at least this many times below init
+    time_budget_s: float | None = None  # the preset's stated wall time
+
+
+_CIFAR_SGD = dict(optimizer="sgd", lr=0.1, weight_decay=5e-4)
+_ADAM = dict(optimizer="adam", lr=1e-3, weight_decay=0.0)
+
+PAPER = Preset(
+    name="paper",
+    description=(
+        "the full protocol of science.md sections 6, 8, 9: the 1D CNN at width 1000 and a 2D zoo "
+        "on scale detection (10 seeds), the CIFAR-10 zoo (250 epochs, SGD 0.1, cosine, crop + "
+        "flip), noisy CIFAR-10; for a GPU or a cluster"
+    ),
+    seeds=tuple(range(10)),
+    probe_size=500,
+    checkpoints=10,
+    threads=None,
+    executor="local",
+    sd_width=1000,
+    sd_batch=8,
+    sd_lr_per_width=0.01,
+    sd_stride1=(5, 8),  # receptive field 33 >= xi + gap: stride 1 can see a pair 32 apart
+    sd2d_models=(
+        ZooNet("vgg11", lr=0.05),
+        ZooNet("vgg11bn", lr=0.05),
+        ZooNet("vgg13bn", lr=0.05),
+        ZooNet("resnet18", lr=0.05),
+        ZooNet("alexnet", lr=0.05),
+        ZooNet("lenet", lr=0.05),
+    ),
+    theory_size2=64 * 2**10,
+    zoo_dataset="cifar10",
+    zoo_dataset_options=dict(normalize=True, download=True),
+    zoo=(
+        ZooNet("vgg11", **_CIFAR_SGD),
+        ZooNet("vgg11bn", **_CIFAR_SGD),
+        ZooNet("vgg16bn", **_CIFAR_SGD),
+        ZooNet("vgg19bn", **_CIFAR_SGD),
+        ZooNet("resnet18", **_CIFAR_SGD),
+        ZooNet("resnet34", **_CIFAR_SGD),
+        ZooNet("resnet50", **_CIFAR_SGD),
+        ZooNet("alexnet", **_CIFAR_SGD),
+        ZooNet("lenet", **_CIFAR_SGD),
+        ZooNet("efficientnetb0", **_CIFAR_SGD),
+        ZooNet("fc2", **_ADAM),
+        ZooNet("fc4", **_ADAM),
+        ZooNet("fc6", **_ADAM),
+    ),
+    zoo_test_size=None,
+    zoo_seeds=(0, 1, 2),
+    r_drop=10.0,
+)
+
+QUICK = Preset(
+    name="quick",
+    description=(
+        "2 CPU cores, about 20 minutes: the 1D scale-detection CNN at width 64 (2 seeds, batch "
+        "32, lr 0.4 x width, no weight decay) and a stride-1 net at width 16, P = 256 probes, "
+        "noisy training on the 1D task; when Fashion-MNIST is present, a small zoo on it (10k "
+        "training images, 5 epochs, Adam) and noisy training of its simplecnn"
+    ),
+    seeds=(0, 1),
+    probe_size=256,
+    checkpoints=0,
+    threads=1,  # tiny convolutions on shared cores: one thread per run is ~9x faster than two
+    executor="local",
+    # width 64 trains task 1 to zero error in ~60 epochs with the same curves as width 128 (R drop
+    # 15x vs 11-21x) at a third of the cost; 0.01 x width (science.md) had not trained task 1 after
+    # 150 epochs, and weight decay 0.01 (science.md) or 0.001 at this lr decays every weight to 0
+    sd_width=64,
+    sd_batch=32,
+    sd_lr_per_width=0.4,
+    sd_epochs=150,
+    sd_stride1=(5, 8),  # receptive field 33 >= xi + gap: stride 1 can see a pair 32 apart
+    sd_stride1_width=16,  # stride 1 keeps every position: ~40x the stride-2 cost at equal width
+    # a stride-1 net with global average pooling sees only pairs closer than its receptive field
+    # (33) along the line, never a pair that wraps around the periodic signal: it cannot solve
+    # Task 1 fully; at lr 1.6 x width it had not moved from chance after 60 epochs, at 4 x width
+    # it learns features (R of the last hidden layer falls 8x) while the test error stays ~0.54
+    sd_stride1_lr_per_width=4.0,
+    sd_stride1_epochs=60,
+    sd_stride1_seeds=1,
+    theory_depth1=256,
+    theory_depth2=10,
+    noise_norms=(0.0, 0.1, 1.0, 10.0),
+    noisy_seeds=(0,),
+    noisy_sd=True,
+    noisy_task=2,
+    noisy_models=("simplecnn",),
+    zoo_dataset="fashionmnist",
+    zoo=(
+        # width 16: 1/5 of the default's cost. Adam 3e-3 for the CNNs: after 5 epochs of 10k
+        # images 1e-3 left test errors of 0.28 (simplecnn) and 0.24 (lenet), 3e-3 gave 0.24, 0.18
+        ZooNet("simplecnn", dict(width=16), optimizer="adam", lr=3e-3, weight_decay=0.0),
+        ZooNet("lenet", optimizer="adam", lr=3e-3, weight_decay=0.0),
+        ZooNet("fc2", **_ADAM),
+        ZooNet("fc4", **_ADAM),
+    ),
+    zoo_train_size=10_000,
+    zoo_test_size=2000,
+    zoo_epochs=5,
+    zoo_augment=False,
+    pooling_models=("simplecnn",),
+    r_drop=5.0,
+    time_budget_s=20 * 60,
+)
+
+TINY = Preset(
+    name="tiny",
+    description=(
+        "seconds: every figure end to end on micro sizes (a width-16 1D CNN on 32-pixel signals, "
+        "a 2D scale-detection zoo of 12 x 12 images); for tests, its numbers mean nothing"
+    ),
+    seeds=(0,),
+    probe_size=32,
+    checkpoints=0,
+    threads=1,
+    executor="serial",
+    sd_d=32,
+    sd_xi=8,
+    sd_depth=5,
+    sd_width=16,
+    sd_train=128,
+    sd_test=64,
+    sd_batch=32,
+    sd_lr_per_width=0.4,
+    sd_epochs=2,
+    sd_stride1=(3, 4),
+    sd_stride1_width=8,
+    sd_stride1_seeds=1,
+    theory_depth1=32,
+    theory_kmin1=8,
+    theory_depth2=6,
+    theory_draws=1,
+    theory_tolerance=0.25,
+    noise_norms=(0.0, 1.0),
+    noisy_seeds=(0,),
+    noisy_sd=True,
+    noisy_task=2,
+    noisy_models=(),
+    zoo_dataset="scale-detection",
+    zoo_dataset_options=dict(dim=2, d=12, xi=6, gap=1, train_size=96, test_size=48),
+    zoo=(
+        ZooNet("simplecnn", dict(depth=2, width=4), **_ADAM),
+        ZooNet("fc2", dict(width=8), **_ADAM),
+    ),
+    zoo_train_size=None,
+    zoo_test_size=None,
+    zoo_epochs=1,
+    zoo_batch=32,
+    zoo_augment=False,
+    pooling_models=("simplecnn",),
+    shuffle_permutations=2,
+    init_seeds=2,
+    r_drop=5.0,
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (QUICK, PAPER, TINY)}
+
+
+def get_preset(name: str | Preset) -> Preset:
+    """The preset called ``name`` (a :class:`Preset` is returned as it is)."""
+    if isinstance(name, Preset):
+        return name
+    if name not in PRESETS:
+        raise DiffeoProbeError(f"preset: unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    return PRESETS[name]

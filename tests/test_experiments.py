@@ -1,0 +1,202 @@
+"""`reproduce`: every figure end to end on the tiny preset, resumption, bad input, claims, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_report import CHROMIUM, check_rendered, render_in_chromium
+
+from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.experiments import FIGURES, PRESETS, figure_specs, reproduce
+from diffeoprobe.experiments.common import run_id
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny reproduce of every figure (a few seconds), shared by the tests below."""
+    out = tmp_path_factory.mktemp("tiny")
+    return reproduce("tiny", out)
+
+
+def _mtimes(root: Path, pattern: str) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.glob(pattern))}
+
+
+def test_tiny_preset_makes_every_figure_table_and_report(tiny) -> None:
+    assert tiny.ok and [f.name for f in tiny.figures] == list(FIGURES)
+    assert {f.status for f in tiny.figures} == {"made"}
+    for name in FIGURES:
+        for suffix in (".png", ".pdf"):
+            path = tiny.out / "figures" / f"{name}{suffix}"
+            assert path.is_file() and path.stat().st_size > 1000, path
+        assert (tiny.out / "tables" / f"{name}.parquet").is_file()
+    results = pd.read_parquet(tiny.out / "results.parquet")
+    assert set(results["figure"]) == set(FIGURES)
+    assert {"figure", "quantity", "value", "se"} <= set(results.columns)
+    assert {"D", "G", "R"} <= set(results["quantity"])
+    assert results["value"].notna().all()
+    report = (tiny.out / "report.html").read_text()
+    assert report.count('src="data:image/png;base64,') == len(FIGURES)
+    assert all(run["status"] == "done" for run in tiny.runs)
+
+
+def test_claims_table_has_every_figure_and_numbers(tiny) -> None:
+    claims = pd.read_csv(tiny.out / "claims.csv")
+    assert list(claims.columns) == [
+        "figure", "claim", "statement", "paper", "subject", "holds", "measured",
+    ]  # fmt: skip
+    assert set(claims["figure"]) == set(FIGURES)
+    assert claims["holds"].notna().all()  # every claim was checked (none failed to evaluate)
+    assert claims["measured"].str.contains(r"\d").all()  # each verdict gives its numbers
+    theory = claims[claims["figure"] == "theory"].set_index(["claim", "subject"])["holds"]
+    assert theory["stride-2 exponents"].all()
+    assert theory["stride-1 exponents"].all()
+    assert theory[("tanh: G flat", "stride 2, a = 0.1")]  # small amplitude: flat
+    assert not theory[("tanh: G flat", "stride 2, a = 1")]  # a = 1: G rises through Z_k
+    assert theory["tanh: noise does not pile up"].all()
+    sd = claims[claims["figure"] == "scale-detection"]
+    assert set(sd["claim"]) == {
+        "R falls with depth", "G rises with depth", "R drops with training", "R at init is order 1",
+    }  # fmt: skip
+    assert sd["subject"].str.contains("task 1").any() and sd["subject"].str.contains("task 2").any()
+    assert sd["subject"].str.contains("stride 1").any()  # stride 1 versus stride 2
+    drop = sd[sd["claim"] == "R drops with training"]["measured"]
+    assert drop.str.contains("mean of 2 initialisations").all()  # the untrained value's protocol
+    table = tiny.figures[0].table
+    init = table[(table["state"] == "init") & (table["layer"] == "output")]
+    assert set(init["seed"]) == {0, 1} and set(table[table["state"] == "trained"]["seed"]) == {0}
+
+
+def test_second_call_retrains_nothing_and_rebuilds_nothing(tiny, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(tiny.out, out)
+    before = _mtimes(out, "runs/*/**/*") | _mtimes(out, "figures/*") | _mtimes(out, "tables/*")
+    again = reproduce("tiny", out)
+    assert {f.status for f in again.figures} == {"reused"}
+    after = _mtimes(out, "runs/*/**/*") | _mtimes(out, "figures/*") | _mtimes(out, "tables/*")
+    assert after == before
+    assert again.claims.drop(columns="measured").equals(tiny.claims.drop(columns="measured"))
+    one = reproduce("tiny", out, only=["error-vs-r"])  # --only keeps the other complete figures
+    assert [f.name for f in one.figures] == list(FIGURES)
+    assert set(pd.read_parquet(out / "results.parquet")["figure"]) == set(FIGURES)
+    assert (out / "report.html").read_text().count('src="data:image/png;base64,') == len(FIGURES)
+
+
+def test_half_finished_reproduce_does_only_what_is_left(tiny, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(tiny.out, out)
+    spec = figure_specs("tiny", ["scale-detection"])[0]
+    run = out / "runs" / run_id(spec.runs[0].config, spec.runs[0].measure)
+    shutil.rmtree(run)  # as if killed before this run started...
+    (out / "claims" / "scale-detection.json").unlink()  # ...and before this figure was complete
+    untouched = _mtimes(out, "runs/*/**/*")
+    again = reproduce("tiny", out)
+    statuses = {f.name: f.status for f in again.figures}
+    assert statuses.pop("scale-detection") == "made"
+    assert set(statuses.values()) == {"reused"}
+    after = _mtimes(out, "runs/*/**/*")
+    assert {k: after[k] for k in untouched} == untouched  # the other runs were not retrained
+    assert (run / "done.json").is_file()
+    scale = again.figures[0].table.drop(columns="run")
+    first = tiny.figures[0].table.drop(columns="run")
+    pd.testing.assert_frame_equal(scale, first)  # the rerun is bit-identical (same seeds)
+
+
+def test_figure_without_its_runs_says_which_run_to_do(tmp_path: Path) -> None:
+    result = reproduce("tiny", tmp_path, only=["scale-detection"], train=False)
+    missing = result.figures[0]
+    assert missing.status == "missing" and not result.ok
+    spec = figure_specs("tiny", ["scale-detection"])[0]
+    for run in spec.runs:
+        assert run_id(run.config, run.measure) in missing.note
+    assert "diffeoprobe reproduce tiny --only scale-detection" in missing.note
+    assert not (tmp_path / "runs").exists()  # nothing was trained
+    report = (tmp_path / "report.html").read_text()
+    assert "missing" in report and "diffeoprobe reproduce tiny --only scale-detection" in report
+
+
+def test_unknown_figure_or_preset_lists_the_available_ones() -> None:
+    with pytest.raises(DiffeoProbeError, match="available: scale-detection, theory, pooling"):
+        figure_specs("quick", ["scale-detecton"])
+    with pytest.raises(DiffeoProbeError, match="did you mean 'scale-detection'"):
+        figure_specs("quick", ["scale-detecton"])
+    with pytest.raises(DiffeoProbeError, match="available: quick, paper, tiny"):
+        figure_specs("fast")
+
+
+def test_presets_follow_the_protocols() -> None:
+    paper, quick = PRESETS["paper"], PRESETS["quick"]
+    assert paper.sd_width == 1000 and len(paper.seeds) == 10 and paper.zoo_epochs == 250
+    assert paper.r_drop == 10 and quick.r_drop == 5 and quick.time_budget_s == 20 * 60
+    assert 64 <= quick.sd_width <= 256 and 2 <= len(quick.seeds) <= 3 and quick.probe_size == 256
+    sd = figure_specs("paper", ["scale-detection"])[0]
+    models = {r.config.model for r in sd.runs}
+    assert {"scalecnn1d", "vgg11", "vgg11bn", "vgg13bn"} <= models
+    for name in ("quick", "paper"):
+        for spec in figure_specs(name):
+            ids = [run_id(r.config, r.measure) for r in spec.runs]
+            assert len(ids) == len(set(ids)), spec.name
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    from diffeoprobe import cli
+    from diffeoprobe.cli_reproduce import register
+
+    if not any(c.name == "reproduce" for c in cli.app.registered_commands):
+        register(cli.app)
+    monkeypatch.setattr(sys, "argv", ["diffeoprobe", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_unknown_figure_exits_2_listing_the_figures(monkeypatch, capsys, tmp_path) -> None:
+    code, _, err = run_cli(
+        monkeypatch, capsys, "reproduce", "tiny", "--only", "nope", "--out", str(tmp_path)
+    )
+    assert code == 2
+    assert "unknown figure 'nope'" in err and "error-vs-r" in err
+    assert not (tmp_path / "runs").exists()  # refused before any work
+
+
+def test_cli_as_a_subprocess_refuses_an_unknown_figure(tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "diffeoprobe", "reproduce", "quick", "--only", "fig7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "unknown figure 'fig7'" in done.stderr and "noisy-training" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reproduces_one_figure_with_its_report(monkeypatch, capsys, tmp_path) -> None:
+    code, out, _ = run_cli(
+        monkeypatch, capsys, "reproduce", "tiny", "--only", "theory", "--out", str(tmp_path)
+    )
+    assert code == 0, out
+    assert "claims:" in out
+    assert (tmp_path / "figures" / "theory.png").is_file()
+    assert (tmp_path / "report.html").is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_tiny_report_renders_in_headless_chromium(tiny, tmp_path: Path) -> None:
+    dom, shot = render_in_chromium(tiny.out / "report.html", tmp_path)
+    check_rendered(dom, shot, images=len(FIGURES))
+    assert dom.count('class="claim"') == 2 * len(tiny.claims)  # the table and per figure
