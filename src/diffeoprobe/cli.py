@@ -457,10 +457,11 @@ def theory(
 
 
 def _register_extensions() -> None:
-    """Add the commands that live in their own modules: sweep/results/report."""
-    from diffeoprobe import cli_sweep
+    """Add the commands that live in their own modules: sweep/results/report, reproduce."""
+    from diffeoprobe import cli_reproduce, cli_sweep
 
     cli_sweep.register(app)
+    cli_reproduce.register(app)
 
 
 _register_extensions()
