@@ -99,6 +99,9 @@ def main() -> int:
     if args.write:
         kept = [r for r in previous_rows() if r.get("source") not in ran]
         text = markdown(rows + kept, info)
+        notes = HERE / "notes.md"  # hand-written context, kept across runs
+        if notes.is_file():
+            text += "\n" + notes.read_text()
         (HERE / "RESULTS.md").write_text(
             text + "\nMade by `python benchmarks/run.py --write`; rows not rerun keep their date.\n"
         )
