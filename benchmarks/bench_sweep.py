@@ -34,10 +34,6 @@ import yaml
 from diffeoprobe.config import to_dict
 from diffeoprobe.sweep import expand_grid
 
-ENTRY = (
-    "from diffeoprobe.cli import app, main; from diffeoprobe.cli_sweep import register; "
-    "register(app); main()"
-)
 PLAIN_LOOP = """
 import json, sys, torch
 from diffeoprobe.config import MeasureConfig, TrainConfig
@@ -84,7 +80,7 @@ def timed(command: list[str]) -> float:
 
 def sweep_seconds(grid_file: Path, out: Path, executor: str, workers: int, threads: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-c", ENTRY, "sweep", str(grid_file), "--out", str(out)]
+    command = [sys.executable, "-m", "diffeoprobe", "sweep", str(grid_file), "--out", str(out)]
     command += ["--executor", executor, "--workers", str(workers), "--threads", str(threads)]
     return timed(command)
 

@@ -398,6 +398,33 @@ def test_sigkill_of_a_worker_loses_nothing(executor: str, reference, tmp_path: P
     pd.testing.assert_frame_equal(tables(tmp_path), expected, check_exact=True)
 
 
+def worker_killer(in_channels: int, num_classes: int, **options: object) -> None:
+    """A model factory that SIGKILLs its process: a run that takes its worker down every time."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_run_that_kills_its_worker_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import diffeoprobe.sweep as sweep
+
+    monkeypatch.setattr(sweep, "MAX_LOST", 1)  # one death fails a run: a wrong charge would show
+    grid = tiny_grid(seeds=2)
+    grid["train"]["epochs"] = 20  # a second or two: the killer dies while one of these trains
+    killer = {"train": {"model": f"{__name__}:worker_killer", "lr": 0.01}, "axes": {"seed": [0]}}
+    grid["grids"] = {"killer": killer, "fine": {}}  # the killer first: it breaks the pool at once
+    specs = expand_grid(grid)
+    bad = next(s for s in specs if s.grid == "killer")
+    fine = [s for s in specs if s is not bad]
+    result = run_sweep(specs, tmp_path, executor="local", workers=2, threads=1)
+    assert list(result.failed) == [bad.id] and "died (1 of 1 deaths" in result.failed[bad.id]
+    assert runs.read_json(run_dir(tmp_path, bad) / "error.json")["type"] == "WorkerDied"
+    assert sorted(result.trained) == sorted(s.id for s in fine)
+    attempts = [len(runs.read_json(run_dir(tmp_path, s) / "run.json")["attempts"]) for s in fine]
+    assert 2 in attempts  # the run beside the killer was stopped with it, then finished
+
+
 def _write_grid(tmp_path: Path, grid: dict) -> Path:
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))

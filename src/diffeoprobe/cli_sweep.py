@@ -71,8 +71,9 @@ def sweep(
     from diffeoprobe.sweep import load_grid, plan, run_sweep
 
     specs = load_grid(grid, only=only or ())
+    root = _root(out)  # s3://... stays a URL, to be refused as one
     if dry_run:
-        rows = plan(specs, out)
+        rows = plan(specs, root)
         columns = ("id", "grid", "axes", "status", "checkpoint")
         view = Table(title=f"{grid}: {len(rows)} runs in {out}")
         for column in columns:
@@ -87,7 +88,7 @@ def sweep(
     try:
         result = run_sweep(
             specs,
-            out,
+            root,
             executor=executor,
             scheduler=scheduler,
             workers=workers,
@@ -103,7 +104,7 @@ def sweep(
         signal.signal(signal.SIGTERM, previous)
     if result.failed:
         console.print(
-            f"{len(result.failed)} runs failed; their tracebacks: {out}/runs/<id>/error.json"
+            f"{len(result.failed)} runs failed; their tracebacks: {root}/runs/<id>/error.json"
         )
         raise typer.Exit(1)
 

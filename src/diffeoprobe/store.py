@@ -211,6 +211,13 @@ def connect(root: str | Path):
     return con
 
 
+def _one_line(exc: Exception) -> str:
+    """DuckDB's message without its ``LINE 1: ... ^^^`` pointer, on one line."""
+    lines = str(exc).splitlines()
+    cut = next((i for i, line in enumerate(lines) if line.startswith("LINE ")), len(lines))
+    return " ".join(line.strip() for line in lines[:cut] if line.strip())
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -242,7 +249,7 @@ def query(
         return con.execute(sql).fetchdf()
     except duckdb.Error as exc:
         flag = "--sql" if where is None else "--where"
-        raise DiffeoProbeError(f"{flag}: DuckDB refused the query: {exc}") from None
+        raise DiffeoProbeError(f"{flag}: DuckDB refused the query: {_one_line(exc)}") from None
     finally:
         con.close()
 

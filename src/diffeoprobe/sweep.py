@@ -598,8 +598,23 @@ def run_status(directory: Path) -> str:
     return "partial" if runs.completed_checkpoints(directory) else "todo"
 
 
+def check_out(out: str | Path) -> Path:
+    """``out`` as a Path, refused when it is a URL or an existing file (a sweep needs a directory
+    on a local or shared file system: locks, renames)."""
+    if "://" in str(out):
+        raise DiffeoProbeError(
+            f"out: {str(out)!r}: a sweep runs on a local or shared file system, not a URL "
+            "(copy the finished directory there; `results` and `report` read URLs)"
+        )
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise DiffeoProbeError(f"out: {str(root)!r} exists and is not a directory")
+    return root
+
+
 def plan(specs: Sequence[RunSpec], out: str | Path) -> list[dict[str, Any]]:
     """One row per run: id, sub-grid, axis values, status and last checkpoint (for --dry-run)."""
+    check_out(out)
     rows = []
     for spec in specs:
         directory = run_dir(out, spec)
@@ -816,7 +831,8 @@ class _Backend:
     def broken(self, exc: BaseException) -> bool:
         return False
 
-    def recover(self) -> None:
+    def recover(self) -> set[int] | None:
+        """Replace a broken executor; the pids of the workers that broke it, None if unknown."""
         return None
 
     def close(self, *, abort: bool) -> None:
@@ -879,10 +895,15 @@ class _LocalPool(_Backend):
 
         return isinstance(exc, BrokenProcessPool)
 
-    def recover(self) -> None:
+    def recover(self) -> set[int] | None:
+        """A new pool. The broken one SIGTERMs its other workers, so the workers that died of
+        anything else (SIGKILL, the OOM killer, a crash) are the ones that broke it."""
+        workers = dict(getattr(self.executor, "_processes", None) or {})
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.executor = self._make()
         self.generation += 1
+        culprits = {pid for pid, p in workers.items() if p.exitcode != -signal.SIGTERM}
+        return culprits or None
 
     def close(self, *, abort: bool) -> None:
         if abort:  # an interrupted sweep must not wait hours for its runs: they resume later
@@ -1074,8 +1095,11 @@ def run_sweep(
     if scheduler is not None and executor != "dask":
         raise DiffeoProbeError("scheduler: an address is only used with executor 'dask'")
     start = time.perf_counter()
-    root = Path(out)
-    (root / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    root = check_out(out)
+    try:
+        (root / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DiffeoProbeError(f"out: cannot create {str(root / RUNS_DIR)!r} ({exc})") from None
     complete = {s.id for s in specs if is_complete(run_dir(root, s))}
     result = SweepResult(skipped=[s.id for s in specs if s.id in complete])
     todo = [s for s in specs if s.id not in complete]
@@ -1098,6 +1122,7 @@ def run_sweep(
         return result
     driver = _Driver(root, retries, journal, result, deque((s, False) for s in todo))
     in_flight: dict[Future, tuple[RunSpec, bool, int]] = {}
+    culprits: dict[int, set[int] | None] = {}  # pool generation -> pids of the workers that died
     with (
         open_executor(
             executor, workers=workers, scheduler=scheduler, start_method=start_method
@@ -1121,8 +1146,8 @@ def run_sweep(
                     except Exception as exc:  # the worker died (SIGKILL, OOM, a lost node)
                         if backend.broken(exc) and generation == backend.generation:
                             journal(f"a worker process died ({exc!r}); restarting the pool")
-                            backend.recover()
-                        driver.lost(spec, wait_for_lock, exc)
+                            culprits[backend.generation - 1] = backend.recover()
+                        driver.lost(spec, wait_for_lock, exc, culprits.get(generation))
                 done = len(result.trained) + len(result.skipped) - (len(specs) - len(todo))
                 bar.update(done, driver.settled_failures(), backend.running(len(in_flight)))
         except BaseException as exc:  # Ctrl-C, SIGTERM: queued runs are dropped
@@ -1174,13 +1199,23 @@ class _Driver:
                 where = run_dir(self.root, spec) / "error.json"
                 self.journal(f"{spec.id} failed: {outcome['error']} (traceback in {where})")
 
-    def lost(self, spec: RunSpec, wait_for_lock: bool, exc: Exception) -> None:
-        """The run's worker died: try it again first, up to MAX_LOST deaths."""
+    def lost(
+        self, spec: RunSpec, wait_for_lock: bool, exc: Exception, culprits: set[int] | None
+    ) -> None:
+        """The run's worker died: try it again first, up to MAX_LOST deaths. A run whose worker
+        was only stopped because another one died (``culprits``: their pids) is not charged."""
+        holder = RunLock(run_dir(self.root, spec) / LOCK_NAME).owner().split()
+        if culprits is not None and not (
+            holder and holder[-1].isdigit() and int(holder[-1]) in culprits
+        ):
+            self.queue.appendleft((spec, wait_for_lock))
+            return
         self.losses[spec.id] += 1
         if self.losses[spec.id] < MAX_LOST:
             self.queue.appendleft((spec, wait_for_lock))
             return
-        message = f"its worker process died {self.losses[spec.id]} times (last: {exc!r})"
+        deaths = self.losses[spec.id]
+        message = f"its worker process died ({deaths} of {MAX_LOST} deaths allowed; last: {exc!r})"
         _record_lost(run_dir(self.root, spec), spec, message)
         self.result.failed[spec.id] = message
         self.journal(f"{spec.id} failed: {message}")
