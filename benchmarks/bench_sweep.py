@@ -67,10 +67,12 @@ CPU_BOUND = {  # about 3 s of training on one thread
 
 
 def grid(train: dict, runs: int) -> dict:
+    """A grid file's contents: ``train`` fixed, ``runs`` seeds."""
     return {"train": train, "measure": {"probe_size": 32}, "axes": {"seed": list(range(runs))}}
 
 
 def timed(command: list[str]) -> float:
+    """Wall seconds of a command run to its end (an error if it fails)."""
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -79,6 +81,7 @@ def timed(command: list[str]) -> float:
 
 
 def sweep_seconds(grid_file: Path, out: Path, executor: str, workers: int, threads: int) -> float:
+    """Wall seconds of ``python -m diffeoprobe sweep`` on a fresh ``out``."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "diffeoprobe", "sweep", str(grid_file), "--out", str(out)]
     command += ["--executor", executor, "--workers", str(workers), "--threads", str(threads)]
@@ -109,6 +112,7 @@ def plain_seconds(specs: list, out: Path, workers: int, threads: int) -> float:
 def compare(
     folder: Path, train: dict, runs: int, executor: str, workers: int, repeats: int
 ) -> tuple[float, float, list[float], list[float]]:
+    """Median sweep and plain-loop seconds over ``repeats`` interleaved tries, and every try."""
     grid_file = folder / f"grid-{runs}.yaml"
     grid_file.write_text(yaml.safe_dump(grid(train, runs)))
     specs = expand_grid(grid(train, runs))
@@ -121,10 +125,12 @@ def compare(
 
 
 def spread(values: list[float]) -> str:
+    """``min-max s`` of repeated timings."""
     return f"{min(values):.1f}-{max(values):.1f} s"
 
 
 def run(quick: bool = False) -> list[dict]:
+    """Rows for ``benchmarks/run.py``: the three overhead comparisons, then scaling."""
     runs, repeats = (16, 1) if quick else (32, 3)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,12 +22,15 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from diffeoprobe import runs
 from diffeoprobe.errors import DiffeoProbeError
+
+if TYPE_CHECKING:
+    import duckdb
 
 RUNS_DIR = "runs"  # the same layout as diffeoprobe.sweep (kept here so the store imports no torch)
 ORDER = ("run", "step", "depth")  # rows come sorted by these (those present)
@@ -52,7 +55,6 @@ class _Files:
                 self.fs, self.root = fsspec.core.url_to_fs(text)
             except (ImportError, ValueError) as exc:
                 raise DiffeoProbeError(f"{text!r}: no fsspec file system for it ({exc})") from None
-            self.protocol = text.split("://", 1)[0]
         else:
             self.root = str(Path(text.removeprefix("file://")))
         self.text = text
@@ -79,9 +81,6 @@ class _Files:
     def read_parquet(self, path: str) -> pd.DataFrame:
         with self.fs.open(path, "rb") as handle:
             return pd.read_parquet(io.BytesIO(handle.read()))
-
-    def url(self, path: str) -> str:
-        return f"{self.protocol}://{path}" if self.remote else path
 
 
 def run_table(root: str | Path) -> pd.DataFrame:
@@ -168,7 +167,7 @@ def _table_files(files: _Files, table: pd.DataFrame) -> Iterator[tuple[str, str]
             yield run, path
 
 
-def connect(root: str | Path):
+def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views ``runs``, ``tables`` and ``results``.
 
     Raises:

@@ -566,6 +566,7 @@ class RunLock:
             return ""
 
     def release(self) -> None:
+        """Drop the lock (nothing if not held)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -802,6 +803,7 @@ class SerialExecutor(Executor):
     """Runs each call at once in this process (``--executor serial``: debugging, profiling)."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Call ``fn`` now; the returned future holds its result or exception."""
         future: Future = Future()
         try:
             future.set_result(fn(*args, **kwargs))
@@ -1043,6 +1045,7 @@ class SweepResult:
 
     @property
     def ok(self) -> bool:
+        """No run failed."""
         return not self.failed
 
 
