@@ -175,3 +175,17 @@ def test_sigkill_then_restart_continues_and_gives_the_same_table(tmp_path: Path)
         check_exact=True,
     )
     assert not list(victim.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("task", "diffeo"), [(1, "pixel-shift"), (2, "pixel_shift_in_blocks_of_8")]
+)
+def test_scale_detection_runs_are_measured_with_the_tasks_own_shift(
+    tmp_path: Path, task: int, diffeo: str
+) -> None:
+    # Task 2's moves stay inside the blocks of side xi = 8, so that no label changes.
+    options = {**TASK, "task": task, "train_size": 128, "test_size": 64}
+    summary = train(
+        small_config(epochs=1, checkpoints=0, dataset_options=options), tmp_path, measure=MEASURE
+    )
+    assert summary.table.attrs["diffeo"] == diffeo

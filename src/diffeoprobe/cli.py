@@ -13,7 +13,6 @@ import math
 import sys
 import typing
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +24,7 @@ from rich.table import Table
 
 from diffeoprobe.config import MeasureConfig, TrainConfig, from_dict
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.perturb.shifts import task_diffeo
 
 app = typer.Typer(
     name="diffeoprobe",
@@ -122,15 +122,6 @@ def _load_probe(
     from diffeoprobe.data import build_dataset
 
     return build_dataset(dataset, split=split, data_dir=data_dir, seed=seed, **options)
-
-
-def pixel_shift_with_generator(
-    x: torch.Tensor, generator: torch.Generator, *, block: int
-) -> torch.Tensor:
-    """The scale-detection moves in the ``(x, generator)`` form that ``measure`` calls."""
-    from diffeoprobe.perturb import pixel_shift
-
-    return pixel_shift(x, block=block, generator=generator)
 
 
 def _fmt(value: float, se: float) -> str:
@@ -249,12 +240,7 @@ def measure(
         else torch.tensor([data[i][1] for i in range(len(data))])
     )
     model = model or ("simplecnn1d" if x0.dim() == 2 else "simplecnn")
-    if diffeo == "auto":
-        diffeo = "pixel-shift" if dataset == "scale-detection" else "max-entropy"
-    perturbation = diffeo
-    if diffeo == "pixel-shift" and dataset == "scale-detection" and data_options.get("task") == 2:
-        block = int(data_options.get("xi", 32))  # Task 2: a move never crosses a block boundary
-        perturbation = partial(pixel_shift_with_generator, block=block)
+    perturbation = task_diffeo(diffeo, dataset, data_options)
     torch.manual_seed(seed)
     net = models.build(
         model,
@@ -284,7 +270,11 @@ def measure(
         progress=sys.stderr.isatty(),
     )
     table.attrs.update(model=model, dataset=dataset, split=split, checkpoint=str(checkpoint or ""))
-    temp = f"T = {table.attrs['temperature']:.3g}" if diffeo == "max-entropy" else diffeo
+    temp = (
+        f"T = {table.attrs['temperature']:.3g}"
+        if perturbation == "max-entropy"
+        else table.attrs["diffeo"]
+    )
     _print_table(
         table,
         f"{model} on {dataset} ({split}, P = {int(table['n'].iloc[0])}, {temp})",

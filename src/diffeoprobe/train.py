@@ -458,10 +458,9 @@ def _measure_table(
     metrics: dict,
 ) -> pd.DataFrame:
     from diffeoprobe.measure import measure as run_measure
+    from diffeoprobe.perturb.shifts import task_diffeo
 
-    diffeo = measure.diffeo
-    if diffeo == "auto":
-        diffeo = "pixel-shift" if config.dataset == "scale-detection" else "max-entropy"
+    diffeo = task_diffeo(measure.diffeo, config.dataset, config.dataset_options)
     table = run_measure(
         model,
         probe,

@@ -366,24 +366,9 @@ def measure_options(run: Run) -> dict[str, Any]:
 
 def diffeo_for(config: TrainConfig, measure: MeasureConfig) -> Any:
     """The diffeo of a run: the pixel shift on scale-detection (Task 2: kept inside the blocks)."""
-    if measure.diffeo != "auto":
-        return measure.diffeo
-    if config.dataset != "scale-detection":
-        return "max-entropy"
-    options = config.dataset_options
-    if options.get("task", 1) != 2:
-        return "pixel-shift"
-    return _block_shift(int(options.get("xi", 32)))
+    from diffeoprobe.perturb.shifts import task_diffeo
 
-
-@functools.cache
-def _block_shift(block: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    from diffeoprobe.perturb import pixel_shift
-
-    def pixel_shift_in_blocks(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return pixel_shift(x, block=block, generator=generator)
-
-    return pixel_shift_in_blocks
+    return task_diffeo(measure.diffeo, config.dataset, config.dataset_options)
 
 
 # ---- shaping tables --------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -77,3 +80,48 @@ def pixel_shift(
     index = index.reshape(b, 1, -1).expand(b, c, -1)
     flat = x.reshape(b, c, -1)
     return torch.zeros_like(flat).scatter_add(2, index, flat).view_as(x)
+
+
+def task_diffeo(
+    diffeo: str, dataset: str, options: Mapping[str, object]
+) -> str | Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The ``diffeo`` that :func:`~diffeoprobe.measure.measure` takes for a data set.
+
+    ``"auto"`` becomes the task's own pixel shift on ``scale-detection`` (for Task 2 kept inside
+    the blocks of side ``xi``, so that no label changes; science.md section 6) and
+    ``"max-entropy"`` elsewhere. Any other name is returned unchanged.
+
+    Args:
+        diffeo: ``"auto"`` or a diffeo name of ``measure``.
+        dataset: the data set's registry name.
+        options: the data set's options (``task``, ``xi``, ...; defaults as the data set's).
+
+    >>> task_diffeo("auto", "fashionmnist", {})
+    'max-entropy'
+    >>> task_diffeo("auto", "scale-detection", {"task": 1})
+    'pixel-shift'
+    >>> task_diffeo("auto", "scale-detection", {"task": 2, "xi": 8}).__name__
+    'pixel_shift_in_blocks_of_8'
+    """
+    if diffeo != "auto":
+        return diffeo
+    if dataset != "scale-detection":
+        return "max-entropy"
+    from diffeoprobe.data.scale_detection import scale_detection
+
+    defaults = inspect.signature(scale_detection).parameters
+    if int(options.get("task", defaults["task"].default)) != 2:
+        return "pixel-shift"
+    return _shift_in_blocks(int(options.get("xi", defaults["xi"].default)))
+
+
+@functools.cache
+def _shift_in_blocks(block: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """:func:`pixel_shift` with ``block`` in the ``(x, generator)`` form of ``measure`` (cached,
+    so one block size is one function)."""
+
+    def shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return pixel_shift(x, block=block, generator=generator)
+
+    shift.__name__ = f"pixel_shift_in_blocks_of_{block}"
+    return shift
