@@ -85,7 +85,9 @@ def run(quick: bool = False) -> list[dict]:
             ratio=theirs_ips / ours_ips,
             target="<= 1.15x (cost)",
             ok=theirs_ips / ours_ips <= 1.15,
-            note=f"{ours_ips:.0f} images/s (dp.train) vs {theirs_ips:.0f} images/s (minimal loop)",
+            note=f"median {ours_ips:.0f} images/s (dp.train) vs {theirs_ips:.0f} images/s (minimal "
+            f"loop); each repeat: {', '.join(f'{v:.0f}' for v in ours)} vs "
+            f"{', '.join(f'{v:.0f}' for v in theirs)}",
         )
     ]
 
