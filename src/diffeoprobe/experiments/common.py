@@ -15,7 +15,6 @@ as science.md prescribes for its data set:
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from diffeoprobe import runs
-from diffeoprobe.config import MeasureConfig, TrainConfig, to_dict
+from diffeoprobe.config import MeasureConfig, TrainConfig
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.experiments.presets import Preset, ZooNet
 from diffeoprobe.experiments.spec import Run
@@ -60,24 +59,9 @@ class MissingRuns(DiffeoProbeError):
 def run_id(config: TrainConfig, measure: MeasureConfig) -> str:
     """The run's directory name under ``DIR/runs/``: :func:`diffeoprobe.sweep.run_id` (a hash of
     both configs), so ``diffeoprobe sweep`` and the store read reproduce's runs as their own."""
-    try:
-        from diffeoprobe.sweep import run_id as sweep_id
-    except ImportError:  # no sweep module: the same rule, written out
-        payload = {"schema": "diffeoprobe-run-v1", "train": to_dict(config)}
-        payload["measure"] = to_dict(measure)
-        text = json.dumps(_canonical(payload), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    from diffeoprobe.sweep import run_id as sweep_id
+
     return sweep_id(config, measure)
-
-
-def _canonical(value: object) -> object:
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if isinstance(value, float):
-        return (int(value) if value.is_integer() else value) if math.isfinite(value) else str(value)
-    return value
 
 
 def measure_config(preset: Preset) -> MeasureConfig:

@@ -13,7 +13,7 @@ Layout of the output directory ``DIR``::
     report.html             self-contained report (figures embedded, tables inline)
 
 Runs go through :func:`diffeoprobe.sweep.run_sweep` (a local process pool, a Dask cluster, or
-serially); without the sweep module they are trained one after the other in this process.
+serially).
 """
 
 from __future__ import annotations
@@ -240,16 +240,9 @@ def _train(
     notes: list[str],
 ) -> dict[str, str]:
     """Train the runs that are not done; returns run id -> error for the ones that failed."""
-    try:
-        from diffeoprobe import sweep
-    except ImportError:
-        sweep = None
+    from diffeoprobe import sweep
+
     kind = executor or preset.executor
-    if sweep is None:
-        note = "diffeoprobe.sweep is not installed: runs were trained serially in this process"
-        notes.append(note)
-        log(note)
-        return _train_serially(needed, root, preset, log)
     specs = [
         sweep.RunSpec(
             run_id(r.config, r.measure),
@@ -275,23 +268,6 @@ def _train(
         f"finished before, {len(result.failed)} failed ({result.seconds:.0f} s)"
     )
     return dict(result.failed)
-
-
-def _train_serially(
-    needed: list[Run], root: Path, preset: Preset, log: Callable[[str], None]
-) -> dict[str, str]:
-    from diffeoprobe.train import train
-
-    failed = {}
-    with _threads(preset.threads):
-        for run in needed:
-            key = run_id(run.config, run.measure)
-            try:
-                train(run.config, root / "runs" / key, measure=run.measure, log=log)
-            except Exception as exc:  # recorded; the figures that need the run say so
-                failed[key] = f"{type(exc).__name__}: {exc}"
-                log(f"{key} failed: {failed[key]}")
-    return failed
 
 
 def _run_rows(needed: list[Run], root: Path, failed: dict[str, str]) -> list[dict[str, Any]]:
