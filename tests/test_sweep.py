@@ -465,6 +465,22 @@ def _processes_in_session(session: int) -> list[int]:
     return found
 
 
+def _kill_session(sweep: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of a sweep started in its own session; close its output."""
+    if sweep.poll() is None:
+        os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+    sweep.stdout.close()
+
+
+def _assert_session_gone(session: int) -> None:
+    """Every process of the session (the driver and its workers) ends within 10 s."""
+    deadline = time.monotonic() + 10
+    while _processes_in_session(session) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _processes_in_session(session)
+
+
 @pytest.mark.slow
 def test_sigkill_of_the_whole_sweep_then_restart_finishes_it(reference, tmp_path: Path) -> None:
     specs, expected = reference
@@ -479,14 +495,8 @@ def test_sigkill_of_the_whole_sweep_then_restart_finishes_it(reference, tmp_path
         os.killpg(sweep.pid, signal.SIGKILL)  # the driver and its workers, as a dying machine
         sweep.wait(timeout=30)
     finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-            sweep.wait()
-        sweep.stdout.close()
-    deadline = time.monotonic() + 10
-    while _processes_in_session(sweep.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _processes_in_session(sweep.pid)
+        _kill_session(sweep)
+    _assert_session_gone(sweep.pid)
     finished = _complete(out)  # a run killed between done.json and run.json is completed later
     assert 3 <= len(finished) < len(specs)
     before = {run: file_states(out / "runs" / run) for run in finished}
@@ -517,14 +527,8 @@ def test_sigterm_stops_the_sweep_and_its_workers_at_once(tmp_path: Path) -> None
         output, _ = sweep.communicate(timeout=60)
         assert time.monotonic() - stopped < 30 and sweep.returncode != 0
     finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-            sweep.wait()
-        sweep.stdout.close()
-    deadline = time.monotonic() + 10
-    while _processes_in_session(sweep.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _processes_in_session(sweep.pid)
+        _kill_session(sweep)
+    _assert_session_gone(sweep.pid)
     assert not any(RunLock(p).held_elsewhere() for p in out.glob(f"runs/*/{LOCK_NAME}"))
     assert "sweep interrupted" in (out / "sweep.log").read_text()
 

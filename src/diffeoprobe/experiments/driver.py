@@ -44,7 +44,7 @@ from diffeoprobe.experiments import (
 )
 from diffeoprobe.experiments.common import Context, MissingRuns, available, run_id
 from diffeoprobe.experiments.presets import Preset, get_preset
-from diffeoprobe.experiments.spec import FigureSpec, Run
+from diffeoprobe.experiments.spec import FigureSpec, Run, Verdict
 
 __all__ = ["FIGURES", "FigureResult", "ReproduceResult", "figure_specs", "reproduce"]
 
@@ -348,28 +348,18 @@ def _figure(
         try:
             found = claim.check(table)
         except Exception as exc:  # a claim that cannot be evaluated is reported, not fatal
-            found = None
-            verdicts.append(
-                dict(
-                    claim=claim.key,
-                    statement=claim.statement,
-                    paper=claim.paper,
-                    subject="",
-                    holds=None,
-                    measured=f"not checked: {type(exc).__name__}: {exc}",
-                )  # fmt: skip
+            found = [Verdict("", None, f"not checked: {type(exc).__name__}: {exc}")]
+        verdicts += [
+            dict(
+                claim=claim.key,
+                statement=claim.statement,
+                paper=claim.paper,
+                subject=verdict.subject,
+                holds=verdict.holds,
+                measured=verdict.measured,
             )
-        for verdict in found or []:
-            verdicts.append(
-                dict(
-                    claim=claim.key,
-                    statement=claim.statement,
-                    paper=claim.paper,
-                    subject=verdict.subject,
-                    holds=verdict.holds,
-                    measured=verdict.measured,
-                )  # fmt: skip
-            )
+            for verdict in found or []
+        ]
     seconds = time.perf_counter() - start
     files.write_table(_parquet_safe(table), paths["table"])
     files.write_json(

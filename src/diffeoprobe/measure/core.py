@@ -288,15 +288,10 @@ class _MeasureState:
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A tensor of ``like``'s shape, dtype and device, carved from one reused buffer."""
-        numel = like.numel()
-        buffer = self._buffer
-        if (
-            buffer is None
-            or buffer.numel() < numel
-            or buffer.dtype != like.dtype
-            or (buffer.device != like.device)
-        ):
-            buffer = self._buffer = torch.empty(numel, dtype=like.dtype, device=like.device)
+        numel, buffer = like.numel(), self._buffer
+        fits = buffer is not None and buffer.numel() >= numel
+        if not fits or (buffer.dtype, buffer.device) != (like.dtype, like.device):
+            buffer = self._buffer = like.new_empty(numel)
         return buffer[:numel].view(like.shape)
 
     def finish_forward(self, out: object, want_output: bool, channel_mean: bool) -> None:
