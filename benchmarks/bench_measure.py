@@ -55,18 +55,34 @@ def plain_forwards(model: nn.Module, x: torch.Tensor, passes: int = 3) -> None:
                 model(x[i : i + BATCH])
 
 
-def once_per_layer(model: nn.Sequential, x: torch.Tensor) -> None:
-    """The lab scripts' way: for every layer, run the (truncated) network on each input kind."""
+def once_per_layer(model: nn.Sequential, x: torch.Tensor, *, prefix: bool) -> None:
+    """One network run per layer and input kind (clean, deformed, noisy).
+
+    ``prefix=False``: the whole network each time, the layer's output taken by a forward hook
+    (what the lab scripts do). ``prefix=True``: only the first k modules for layer k, the
+    cheapest per-layer scheme (about half the network on average here).
+    """
     gen = torch.Generator().manual_seed(0)
     t = dp.temperature_for(1.0, (32, 32), 3)
+    taken: list[torch.Tensor] = []
     with torch.inference_mode():
         xt = dp.deform(x, t, 3, generator=gen)
         xn = x + dp.matched_noise(x, xt, generator=gen)
         for k in range(1, len(model) + 1):
-            head = model[:k]
+            net = model[:k] if prefix else model
+            hook = (
+                None
+                if prefix
+                else model[k - 1].register_forward_hook(
+                    lambda module, args, output: taken.append(output)
+                )
+            )
             for batch in (x, xt, xn):
                 for i in range(0, batch.shape[0], BATCH):
-                    head(batch[i : i + BATCH])
+                    net(batch[i : i + BATCH])
+                    taken.clear()
+            if hook is not None:
+                hook.remove()
 
 
 class LazyImages(torch.utils.data.Dataset):
@@ -113,9 +129,13 @@ def run(quick: bool = False) -> list[dict]:
         dp.measure(model, x, batch_size=BATCH, seed=0)
 
     t_measure, t_plain, cost = paired_times(measure_all, lambda: plain_forwards(model, x), repeats)
-    t_measure2, t_per_layer, inverse = paired_times(
-        measure_all, lambda: once_per_layer(model, x), max(1, repeats // 2)
-    )
+    few = max(1, repeats // 2)
+    per_layer = {
+        prefix: paired_times(
+            measure_all, lambda prefix=prefix: once_per_layer(model, x, prefix=prefix), few
+        )
+        for prefix in (False, True)
+    }
     note = f"median of {{}} alternating pairs (ratio of each pair); load average {os.getloadavg()[0]:.1f}"
     rows = [
         dict(
@@ -128,17 +148,24 @@ def run(quick: bool = False) -> list[dict]:
             ok=cost <= 1.3,
             note=f"batch {BATCH} images per forward in both; " + note.format(repeats),
         ),
-        dict(
-            benchmark=f"measure, all {n_layers} layers of a 6-conv CNN, {n} images",
-            baseline="network re-run once per layer",
-            candidate_s=t_measure2,
-            baseline_s=t_per_layer,
-            ratio=1 / inverse,
-            target=f">= {n_layers / 2:g}x (layers/2)",
-            ok=1 / inverse >= n_layers / 2,
-            note="speed-up; " + note.format(max(1, repeats // 2)),
-        ),
     ]
+    for prefix, baseline in (
+        (False, "whole network re-run once per layer (the lab scripts)"),
+        (True, "first k modules re-run for layer k (cheapest per-layer scheme)"),
+    ):
+        t_measure2, t_per_layer, inverse = per_layer[prefix]
+        rows.append(
+            dict(
+                benchmark=f"measure, all {n_layers} layers of a 6-conv CNN, {n} images",
+                baseline=baseline,
+                candidate_s=t_measure2,
+                baseline_s=t_per_layer,
+                ratio=1 / inverse,
+                target=f">= {n_layers / 2:g}x (layers/2)",
+                ok=1 / inverse >= n_layers / 2,
+                note="speed-up; " + note.format(few),
+            )
+        )
     small, large = (256, 2048) if quick else (1024, 8192)
     rss_small, rss_large = peak_rss_kib(small), peak_rss_kib(large)
     rows.append(

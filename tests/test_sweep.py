@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -508,6 +509,83 @@ def test_sigkill_of_the_whole_sweep_then_restart_finishes_it(reference, tmp_path
         assert file_states(out / "runs" / run) == before[run]
     assert_store_is_clean(out, specs)
     pd.testing.assert_frame_equal(tables(out), expected, check_exact=True)
+
+
+@pytest.mark.slow
+def test_sweep_command_on_its_own_local_cluster_gives_the_serial_tables(
+    reference, tmp_path: Path
+) -> None:
+    """The command's path: fork server started before torch is imported, LocalCluster workers
+    forked from it, the driver in a fresh process."""
+    pytest.importorskip("distributed")
+    specs, expected = reference
+    grid = _write_grid(tmp_path, tiny_grid())
+    out = tmp_path / "out"
+    sweep = _sweep_process(grid, out, "--executor", "dask", "--workers", "2")
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, output
+    assert "Dask cluster at tcp://127.0.0.1" in output
+    assert_store_is_clean(out, specs)
+    pd.testing.assert_frame_equal(tables(out), expected, check_exact=True)
+
+
+@pytest.mark.slow
+def test_the_slurm_recipe_starts_workers_that_run_a_sweep(tmp_path: Path) -> None:
+    """examples/slurm_cluster.py without SLURM: its job script, run by bash as sbatch would run
+    it, starts workers that join the cluster and train a sweep (the GPU line is only checked)."""
+    pytest.importorskip("dask_jobqueue")
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import slurm_cluster
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    gpu = slurm_cluster.make_cluster(scheduler_host="127.0.0.1", cores=1, memory="2GB")
+    try:
+        assert "#SBATCH --gres=gpu:1" in gpu.job_script()
+    finally:
+        gpu.close()
+    cluster = slurm_cluster.make_cluster(
+        queue="cpu", cores=1, memory="2GB", gpus=0, venv=sys.prefix, scheduler_host="127.0.0.1"
+    )
+    jobs = []
+    try:
+        script = cluster.job_script()
+        assert "#SBATCH -p cpu" in script and "--gres" not in script
+        assert f"source {sys.prefix}/bin/activate" in script and cluster.scheduler_address in script
+        for index in range(2):  # two "jobs", as SLURM would start them
+            path = tmp_path / f"job{index}.sh"
+            path.write_text(script.replace("dummy-name", f"job-{index}"))
+            jobs.append(subprocess.Popen(["bash", str(path)], start_new_session=True))
+        specs = expand_grid(tiny_grid(seeds=2))
+        result = run_sweep(
+            specs, tmp_path / "out", executor="dask", scheduler=cluster.scheduler_address, threads=1
+        )
+        assert result.ok and sorted(result.trained) == sorted(s.id for s in specs)
+        hosts = {
+            a["pid"]
+            for s in specs
+            for a in runs.read_json(run_dir(tmp_path / "out", s) / "run.json")["attempts"]
+        }
+        assert os.getpid() not in hosts
+    finally:
+        for job in jobs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGTERM)
+            job.wait(timeout=30)
+        cluster.close()
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """`import diffeoprobe` and the CLI module leave torch unimported (the sweep command starts
+    its fork server first); `dp.measure` still loads on first use and stays the function."""
+    code = (
+        "import sys, diffeoprobe, diffeoprobe.cli\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "import diffeoprobe.measure.core\n"
+        "assert callable(diffeoprobe.measure) and diffeoprobe.measure.__name__ == 'measure'\n"
+        "assert 'deform' in dir(diffeoprobe)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
 
 
 @pytest.mark.slow

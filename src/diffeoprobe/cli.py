@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 import yaml
 from rich.console import Console
@@ -24,7 +23,6 @@ from rich.table import Table
 
 from diffeoprobe.config import MeasureConfig, TrainConfig, from_dict
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.perturb.shifts import task_diffeo
 
 app = typer.Typer(
     name="diffeoprobe",
@@ -195,10 +193,13 @@ def measure(
 
     Example: diffeoprobe measure --model simplecnn --dataset fashionmnist --probe-size 500 --out fm.parquet
     """
+    import torch
+
     from diffeoprobe import measure as run_measure
     from diffeoprobe import models
     from diffeoprobe.data import available_datasets
     from diffeoprobe.measure.core import DIFFEOS, INTERPOLATIONS, NOISES
+    from diffeoprobe.perturb.shifts import task_diffeo
     from diffeoprobe.runs import check_table_path, load_weights, write_table
     from diffeoprobe.validate import (
         check_choice,
@@ -304,6 +305,8 @@ def deform(
 
     Example: diffeoprobe deform --dataset fashionmnist --images 4 --temperatures 6 --out deform.png
     """
+    import torch
+
     from diffeoprobe.plots import deform_grid, save_figure
     from diffeoprobe.validate import check_cut, check_int
 

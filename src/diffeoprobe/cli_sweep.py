@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 def sweep(
     grid: Annotated[Path, typer.Argument(help="grid file (YAML), see docs/sweeps.md")],
-    out: Annotated[Path, typer.Option(help="sweep directory: runs/<id>/ per run")],
+    out: Annotated[str, typer.Option(help="sweep directory (runs/<id>/ per run) or an fsspec URL")],
     executor: Annotated[
         str, typer.Option(help="local (process pool), dask (a cluster), serial (this process)")
     ] = "local",
@@ -60,6 +60,10 @@ def sweep(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="list the runs and their status, run nothing")
     ] = False,
+    stage: Annotated[
+        Path | None,
+        typer.Option(help="with --out a URL: where runs train (default: ~/.cache/diffeoprobe)"),
+    ] = None,
 ) -> None:
     """Run every configuration of a grid file, skipping finished runs and resuming interrupted ones.
 
@@ -67,13 +71,19 @@ def sweep(
       diffeoprobe sweep examples/sweep-quick.yaml --out runs/quick --dry-run
       diffeoprobe sweep examples/sweep-quick.yaml --out runs/quick --workers 2
       diffeoprobe sweep grid.yaml --out /shared/sweep --executor dask --scheduler tcp://head:8786
+      diffeoprobe sweep grid.yaml --out s3://bucket/sweep --stage /scratch/sweep
     """
-    from diffeoprobe.sweep import load_grid, plan, run_sweep
+    from diffeoprobe import processes
+
+    if executor == "dask" and scheduler is None and not dry_run:
+        # the LocalCluster's workers fork from this server: it imports torch and the training
+        # code on another core while this process imports its own (no torch imported so far)
+        processes.start_forkserver(("distributed",))
+    from diffeoprobe.sweep import load_grid, plan, resolve_out, run_sweep
 
     specs = load_grid(grid, only=only or ())
-    root = _root(out)  # s3://... stays a URL, to be refused as one
     if dry_run:
-        rows = plan(specs, root)
+        rows = plan(specs, out, stage)
         columns = ("id", "grid", "axes", "status", "checkpoint")
         view = Table(title=f"{grid}: {len(rows)} runs in {out}")
         for column in columns:
@@ -88,7 +98,7 @@ def sweep(
     try:
         result = run_sweep(
             specs,
-            root,
+            out,  # a str: an s3://... URL stays one (typer would make a Path of it)
             executor=executor,
             scheduler=scheduler,
             workers=workers,
@@ -96,6 +106,7 @@ def sweep(
             retries=retries,
             progress=sys.stderr.isatty(),
             start_method="fork",  # this process has only read the grid: its copies are clean
+            stage=stage,
             log=lambda message: console.print(
                 message, markup=False, highlight=False, soft_wrap=True
             ),
@@ -103,14 +114,15 @@ def sweep(
     finally:
         signal.signal(signal.SIGTERM, previous)
     if result.failed:
+        trained_in = resolve_out(out, stage)[0]
         console.print(
-            f"{len(result.failed)} runs failed; their tracebacks: {root}/runs/<id>/error.json"
+            f"{len(result.failed)} runs failed; their tracebacks: {trained_in}/runs/<id>/error.json"
         )
         raise typer.Exit(1)
 
 
 def results(
-    directory: Annotated[Path, typer.Argument(help="a sweep directory (or fsspec URL)")],
+    directory: Annotated[str, typer.Argument(help="a sweep directory (or fsspec URL)")],
     where: Annotated[
         str | None, typer.Option(help="SQL condition, e.g. \"layer = 'output' AND step > 0\"")
     ] = None,
@@ -136,14 +148,14 @@ def results(
         check_table_path(out)
     if sql is not None and (where is not None or runs):
         raise DiffeoProbeError("--sql is a whole query: use it without --where and --runs")
-    table = store.query(_root(directory), where=where, sql=sql, view="runs" if runs else "results")
+    table = store.query(directory, where=where, sql=sql, view="runs" if runs else "results")
     if out is not None:
         store.export(table, out)
         console.print(f"wrote {len(table)} rows to {out}")
         return
     columns = list(table.columns)
     if sql is None:  # the columns that tell rows apart; --out writes them all
-        settings = store.varying_settings(store.query(_root(directory), view="runs"))
+        settings = store.varying_settings(store.query(directory, view="runs"))
         wanted = (
             ("run", "grid", "status", *settings, "seed", "test_error", "seconds")
             if runs
@@ -161,7 +173,7 @@ def results(
 
 
 def report(
-    directory: Annotated[Path, typer.Argument(help="a sweep directory (or fsspec URL)")],
+    directory: Annotated[str, typer.Argument(help="a sweep directory (or fsspec URL)")],
     out: Annotated[
         Path | None,
         typer.Option(help="folder for the figures and report.html (default DIR/report)"),
@@ -178,28 +190,18 @@ def report(
     from diffeoprobe import store
     from diffeoprobe.sweep_report import write_report
 
-    root = _root(directory)
-    table = store.query(root, where=where)
+    table = store.query(directory, where=where)
     if table.empty:
         raise DiffeoProbeError(
             f"{directory}: no finished run with a table matches; nothing to draw"
         )
-    folder = out or (Path(root) / "report" if "://" not in root else Path("report"))
-    page = write_report(table, store.query(root, view="runs"), folder)
+    folder = out or (Path(directory) / "report" if "://" not in directory else Path("report"))
+    page = write_report(table, store.query(directory, view="runs"), folder)
     console.print(f"wrote {page}")
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _root(directory: Path) -> str:
-    """Typer turns ``s3://b/x`` into the Path ``s3:/b/x``: give the URL back its two slashes."""
-    text = str(directory)
-    scheme, sep, rest = text.partition(":/")
-    if sep and scheme.isidentifier() and not rest.startswith("/") and len(scheme) > 1:
-        return f"{scheme}://{rest}"
-    return text
 
 
 def _cell(value: object) -> str:

@@ -51,7 +51,6 @@ import re
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 import types
@@ -65,12 +64,12 @@ from typing import Any
 
 import yaml
 
-from diffeoprobe import runs
+from diffeoprobe import processes, runs
 from diffeoprobe.config import MeasureConfig, TrainConfig, field_types, to_dict
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.publish import Destination, default_stage, is_url
 
 EXECUTORS = ("local", "dask", "serial")
-START_METHODS = ("fork", "forkserver", "spawn")  # of the local pool's workers, see _start_method
 GRID_KEYS = ("description", "train", "measure", "axes", "grids")
 SECTIONS: dict[str, type] = {"train": TrainConfig, "measure": MeasureConfig}
 ID_LENGTH = 16  # hex digits of sha256 kept: 64 bits, P(collision) ~ n^2 / 2^65, 3e-8 at 1e6 runs
@@ -79,17 +78,6 @@ RUNS_DIR = "runs"
 LOCK_NAME = ".lock"
 POLL_SECONDS = 0.2  # how often the driver wakes up to refresh the progress bar
 MAX_LOST = 3  # a run whose worker process dies this many times is recorded as failed
-# imported once by the forkserver, so that its workers start with the training code loaded;
-# torch._dynamo is what the first optimizer imports lazily (~2 s), pyarrow what the first table write does
-PRELOAD = (
-    "diffeoprobe.sweep",
-    "diffeoprobe.train",
-    "diffeoprobe.data",
-    "diffeoprobe.models",
-    "diffeoprobe.measure",
-    "torch._dynamo",
-    "pyarrow.parquet",
-)
 
 
 # ---- grid files -------------------------------------------------------------------------------
@@ -613,13 +601,46 @@ def check_out(out: str | Path) -> Path:
     return root
 
 
-def plan(specs: Sequence[RunSpec], out: str | Path) -> list[dict[str, Any]]:
-    """One row per run: id, sub-grid, axis values, status and last checkpoint (for --dry-run)."""
-    check_out(out)
+def resolve_out(
+    out: str | Path, stage: str | Path | None = None
+) -> tuple[Path, Destination | None]:
+    """The directory runs are trained in, and where they are published when ``out`` is a URL.
+
+    ``out`` a path: runs live there (``stage`` must be None). ``out`` an fsspec URL: runs are
+    trained in ``stage`` (default :func:`diffeoprobe.publish.default_stage`) and published to the
+    URL when they finish (:mod:`diffeoprobe.publish`).
+    """
+    if not is_url(out):
+        if stage is not None:
+            raise DiffeoProbeError(
+                f"stage: {str(stage)!r}: a stage is only used when out is a URL "
+                f"(out is the path {str(out)!r}, where runs are trained)"
+            )
+        return check_out(out), None
+    destination = Destination(str(out))
+    if stage is not None and is_url(stage):
+        raise DiffeoProbeError(
+            f"stage: {str(stage)!r} must be a directory on a local or shared file system"
+        )
+    return check_out(stage if stage is not None else default_stage(str(out))), destination
+
+
+def plan(
+    specs: Sequence[RunSpec], out: str | Path, stage: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """One row per run: id, sub-grid, axis values, status and last checkpoint (for --dry-run).
+
+    With ``out`` a URL, a run published there is ``done``; the others are looked up in the stage.
+    """
+    root, destination = resolve_out(out, stage)
+    published = destination.complete_runs() if destination is not None else set()
     rows = []
     for spec in specs:
-        directory = run_dir(out, spec)
-        status = run_status(directory) if directory.is_dir() else "todo"
+        directory = run_dir(root, spec)
+        if spec.id in published:
+            status = "done"
+        else:
+            status = run_status(directory) if directory.is_dir() else "todo"
         steps = runs.completed_checkpoints(directory) if status != "todo" else []
         rows.append(
             dict(
@@ -842,27 +863,6 @@ class _Backend:
         return None
 
 
-def _start_method(requested: str | None = None) -> str:
-    """How worker processes start: ``requested`` where it is available and safe, else
-    ``forkserver`` where there is one (a clean server process imports torch and the training code
-    once, then forks each worker), else ``spawn``.
-
-    ``fork`` copies this process, imports and all (no start-up cost), but a copy of a process that
-    has run multi-threaded torch code hangs in its first parallel region (the OpenMP pool's
-    threads are not copied), and a copy made while another Python thread holds a lock inherits it
-    held: only a caller that knows its process has run no torch work asks for it (the ``sweep``
-    command), and it is refused while this process runs other Python threads.
-    """
-    available = multiprocessing.get_all_start_methods()
-    if requested is not None and requested not in START_METHODS:
-        raise DiffeoProbeError(
-            f"start_method must be one of {', '.join(START_METHODS)}, got {requested!r}"
-        )
-    if requested in available and (requested != "fork" or threading.active_count() == 1):
-        return requested
-    return "forkserver" if "forkserver" in available else "spawn"
-
-
 class _LocalPool(_Backend):
     """``ProcessPoolExecutor`` rebuilt when a worker dies (a BrokenProcessPool)."""
 
@@ -876,10 +876,10 @@ class _LocalPool(_Backend):
     def _make(self) -> Executor:
         from concurrent.futures import ProcessPoolExecutor
 
-        method = self.method = _start_method(self.start_method)
+        method = self.method = processes.start_method(self.start_method)
         context = multiprocessing.get_context(method)
         if method == "forkserver":
-            context.set_forkserver_preload(list(PRELOAD))
+            context.set_forkserver_preload(list(processes.PRELOAD))
         slots = context.SimpleQueue()  # no feeder thread: nothing running while we fork
         for index in range(self.workers):
             slots.put(index)
@@ -982,13 +982,15 @@ def open_executor(
         ) from None
     with contextlib.ExitStack() as stack:
         if scheduler is None:
-            # distributed replaces this preload list with its own (numpy, pandas, ...) on its
-            # first use of the context, so its workers import torch themselves, in parallel;
-            # measured: preloading torch in the one server instead was slower (5.1 s vs 4.1 s).
-            method = _start_method()
+            # A fork server already running (the sweep command starts one before it imports
+            # torch, see processes.py) is used as it is. Otherwise distributed replaces this
+            # preload list with its own (numpy, pandas, ...) when it starts the server, and its
+            # workers import torch themselves, in parallel: measured, starting the server here
+            # with torch preloaded was slower (5.1 s vs 4.1 s), its one import not overlapping.
+            method = processes.start_method()
             if method == "forkserver":
                 multiprocessing.get_context(method).set_forkserver_preload(
-                    [*PRELOAD, "distributed"]
+                    [*processes.PRELOAD, "distributed"]
                 )
             stack.enter_context(
                 dask.config.set({"distributed.worker.multiprocessing-method": method})
@@ -1064,12 +1066,15 @@ def run_sweep(
     progress: bool = False,
     log: Callable[[str], None] = lambda message: None,
     start_method: str | None = None,
+    stage: str | Path | None = None,
 ) -> SweepResult:
     """Run every spec that is not done in ``out/runs/<id>/``; failures are recorded, not raised.
 
     Args:
         specs: the runs (:func:`load_grid`).
-        out: the sweep directory (a local or shared file system path).
+        out: the sweep directory (a local or shared file system path), or an fsspec URL
+            (``s3://bucket/sweep``): runs are then trained in ``stage`` and each is copied to the
+            URL when it finishes (:mod:`diffeoprobe.publish`).
         executor: ``"local"``, ``"dask"``, ``"serial"`` or a :class:`concurrent.futures.Executor`.
         scheduler: a Dask scheduler address (``tcp://host:8786``) for ``executor="dask"``.
         workers: processes of the local pool or of the LocalCluster started for ``"dask"``
@@ -1084,9 +1089,13 @@ def run_sweep(
             process), ``"fork"`` (copies of this process: no start-up at all, but only for a
             process that has run no multi-threaded torch code, like the ``sweep`` command's),
             ``"spawn"``.
+        stage: where runs are trained when ``out`` is a URL (a local or shared directory;
+            default: this user's cache, see :func:`diffeoprobe.publish.default_stage`). Workers
+            on other machines need a stage they all see.
 
     Raises:
-        DiffeoProbeError: a bad executor, scheduler, ``workers``, ``threads`` or ``retries``.
+        DiffeoProbeError: a bad executor, scheduler, ``workers``, ``threads``, ``retries``,
+            ``out`` or ``stage``.
     """
     from diffeoprobe.validate import check_int
 
@@ -1095,18 +1104,20 @@ def run_sweep(
         check_int(workers, "workers", minimum=1)
     if threads is not None:
         check_int(threads, "threads", minimum=1)
-    _start_method(start_method)  # an unknown one is refused before anything is written
+    processes.start_method(start_method)  # an unknown one is refused before anything is written
     if isinstance(executor, str) and executor not in EXECUTORS:
         raise DiffeoProbeError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if scheduler is not None and executor != "dask":
         raise DiffeoProbeError("scheduler: an address is only used with executor 'dask'")
     start = time.perf_counter()
-    root = check_out(out)
+    root, destination = resolve_out(out, stage)
     try:
         (root / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DiffeoProbeError(f"out: cannot create {str(root / RUNS_DIR)!r} ({exc})") from None
-    complete = {s.id for s in specs if is_complete(run_dir(root, s))}
+        where = "stage" if destination is not None else "out"
+        raise DiffeoProbeError(f"{where}: cannot create {str(root / RUNS_DIR)!r} ({exc})") from None
+    published = destination.complete_runs() if destination is not None else set()
+    complete = {s.id for s in specs if s.id in published or is_complete(run_dir(root, s))}
     result = SweepResult(skipped=[s.id for s in specs if s.id in complete])
     todo = [s for s in specs if s.id not in complete]
     uses_cuda = any(str(s.train.device).startswith("cuda") for s in todo)
@@ -1123,10 +1134,14 @@ def run_sweep(
         f"sweep of {len(specs)} runs: {len(result.skipped)} done already, {len(todo)} to run "
         f"(executor {executor if isinstance(executor, str) else type(executor).__name__})"
     )
+    driver = _Driver(root, retries, journal, result, deque((s, False) for s in todo), destination)
+    for spec in specs:  # finished in the stage by an earlier sweep, not yet at the URL
+        if destination is not None and spec.id in complete and spec.id not in published:
+            driver.publish(spec)
     if not todo:
         result.seconds = time.perf_counter() - start
+        driver.publish_log()
         return result
-    driver = _Driver(root, retries, journal, result, deque((s, False) for s in todo))
     in_flight: dict[Future, tuple[RunSpec, bool, int]] = {}
     culprits: dict[int, set[int] | None] = {}  # pool generation -> pids of the workers that died
     with (
@@ -1166,6 +1181,7 @@ def run_sweep(
         f"sweep finished in {result.seconds:.1f} s: {len(result.trained)} trained, "
         f"{len(result.skipped)} already done, {len(result.failed)} failed"
     )
+    driver.publish_log()
     return result
 
 
@@ -1178,8 +1194,31 @@ class _Driver:
     journal: Callable[[str], None]
     result: SweepResult
     queue: deque[tuple[RunSpec, bool]]  # (run, wait for its lock)
+    destination: Destination | None = None  # the URL finished runs are copied to
     attempts: Counter[str] = field(default_factory=Counter)  # failed attempts per run
     losses: Counter[str] = field(default_factory=Counter)  # worker deaths per run
+
+    def publish(self, spec: RunSpec) -> None:
+        """Copy a finished run to the URL; a failed copy fails the run (a rerun copies it)."""
+        if self.destination is None:
+            return
+        try:
+            self.destination.publish(run_dir(self.root, spec))
+        except Exception as exc:  # a network or permission error: the run stays in the stage
+            message = f"publishing to {self.destination.url} failed: {exc!r}"
+            self.result.failed[spec.id] = message
+            for ids in (self.result.trained, self.result.skipped):
+                if spec.id in ids:
+                    ids.remove(spec.id)
+            self.journal(f"{spec.id} {message}; a rerun publishes it from {self.root}")
+
+    def publish_log(self) -> None:
+        """Copy ``sweep.log`` next to the runs at the URL (best effort)."""
+        if self.destination is not None:
+            try:
+                self.destination.put_file(self.root / "sweep.log", "sweep.log")
+            except Exception as exc:
+                self.journal(f"sweep.log not copied to {self.destination.url}: {exc!r}")
 
     def settle(self, spec: RunSpec, outcome: dict[str, Any]) -> None:
         status = outcome["status"]
@@ -1189,10 +1228,12 @@ class _Driver:
         elif status == "skipped":
             self.result.skipped.append(spec.id)
             self.journal(f"{spec.id} was finished by another process")
+            self.publish(spec)
         elif status == "trained":
             self.result.trained.append(spec.id)
             self.result.failed.pop(spec.id, None)
             self.journal(f"{spec.id} done in {outcome['seconds']:.1f} s ({_describe(spec.axes)})")
+            self.publish(spec)
         else:
             self.attempts[spec.id] += 1
             self.result.failed[spec.id] = outcome["error"]
