@@ -713,3 +713,24 @@ def test_gpu_assignment_gives_each_worker_its_own_device(monkeypatch: pytest.Mon
     cpu = expand_grid({"train": TINY})[0]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
     assert sweep._assign_gpu(cpu, ("0", "1")) == "7"  # a cpu run leaves the devices alone
+
+
+@pytest.mark.slow
+def test_each_pool_worker_gets_its_own_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real worker processes on a machine said to have 2 GPUs: each worker sets its own
+    CUDA_VISIBLE_DEVICES before training (the runs then fail here, without CUDA, and are recorded)."""
+    import diffeoprobe.sweep as sweep
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(sweep, "local_gpus", lambda: ("0", "1"))
+    specs = expand_grid({"train": {**TINY, "device": "cuda"}, "axes": {"seed": [0, 1, 2, 3]}})
+    result = run_sweep(specs, tmp_path, executor="local", threads=1)  # workers: one per GPU
+    assert sorted(result.failed) == sorted(s.id for s in specs)
+    devices: dict[int, set[str]] = {}
+    for spec in specs:
+        for attempt in runs.read_json(run_dir(tmp_path, spec) / "run.json")["attempts"]:
+            devices.setdefault(attempt["pid"], set()).add(attempt["cuda_visible_devices"])
+    assert os.getpid() not in devices and 1 <= len(devices) <= 2
+    assert all(len(seen) == 1 for seen in devices.values())  # a worker keeps its GPU
+    chosen = [seen.pop() for seen in devices.values()]
+    assert len(set(chosen)) == len(chosen) and set(chosen) <= {"0", "1"}  # one GPU each
