@@ -32,7 +32,6 @@ from diffeoprobe.experiments.presets import Preset
 from diffeoprobe.experiments.spec import Claim, FigureSpec, Run, Verdict, spearman
 
 NAME = "scale-detection"
-SD2D = dict(dim=2, d=28, xi=14, gap=2, train_size=1024)  # science.md section 6, 2D
 TREND = 0.5  # |Spearman rho| over the layers for "falls" / "rises" (p ~ 0.1 for 8 layers)
 INIT_BAND = 3.0  # "R at init is of order 1": within this factor of 1
 
@@ -57,13 +56,13 @@ def spec(preset: Preset) -> FigureSpec:
         ]
     for net in preset.sd2d_models:
         for task in preset.sd_tasks:
-            for seed in preset.seeds:
+            for seed in preset.seeds[: preset.sd2d_seeds]:
                 run = zoo_run(
                     preset,
                     net,
                     seed=seed,
                     dataset="scale-detection",
-                    dataset_options=dict(SD2D, task=task),
+                    dataset_options=dict(preset.sd2d_data, task=task),
                     epochs=preset.sd2d_epochs,
                     loss="hinge",
                     augment=False,
@@ -262,8 +261,8 @@ def plot(table: pd.DataFrame) -> Figure:
     groups = _groups(table)
     theory = table[table["state"] == "theory"]
     fig, axes = plotting.grid(len(groups), 3, height=2.7)
-    for row, (subject, mean, _) in enumerate(groups):
-        two_d = not mean["layer"].str.fullmatch(r"block\d+\.act").any()
+    for row, (subject, mean, rows) in enumerate(groups):
+        two_d = rows["family"].eq("2D zoo").any()  # no idealised 1D net to draw over these
         x = "k"
         for col, q in enumerate(plotting.QUANTITIES):
             ax = axes[row, col]
