@@ -734,3 +734,24 @@ def test_each_pool_worker_gets_its_own_gpu(tmp_path: Path, monkeypatch: pytest.M
     assert all(len(seen) == 1 for seen in devices.values())  # a worker keeps its GPU
     chosen = [seen.pop() for seen in devices.values()]
     assert len(set(chosen)) == len(chosen) and set(chosen) <= {"0", "1"}  # one GPU each
+
+
+@pytest.mark.slow
+def test_workers_that_die_as_they_start_stop_the_sweep_with_the_reason(tmp_path: Path) -> None:
+    """A script without the __main__ guard: each forkserver worker re-runs it and dies before
+    taking a run. The sweep stops after MAX_LOST such pool breaks in a row, saying why, instead
+    of restarting the pool for ever."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_sweep import tiny_grid\n"
+        "from diffeoprobe.sweep import expand_grid, run_sweep\n"
+        f"run_sweep(expand_grid(tiny_grid(seeds=1)), {str(tmp_path / 'out')!r}, workers=2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode != 0
+    assert "died 3 times in a row before any of them started a run" in done.stderr
+    assert "if __name__ == '__main__':" in done.stderr
+    assert not list((tmp_path / "out" / "runs").glob("*/done.json"))

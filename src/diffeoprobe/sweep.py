@@ -78,6 +78,12 @@ RUNS_DIR = "runs"
 LOCK_NAME = ".lock"
 POLL_SECONDS = 0.2  # how often the driver wakes up to refresh the progress bar
 MAX_LOST = 3  # a run whose worker process dies this many times is recorded as failed
+_IDLE_DEATHS = (
+    "the pool's worker processes died {n} times in a row before any of them started a run "
+    "(their error output is above). From a Python script, call run_sweep / reproduce under "
+    "`if __name__ == '__main__':` (workers import the script's module); the sweep resumes "
+    "where it stopped"
+)
 
 
 # ---- grid files -------------------------------------------------------------------------------
@@ -1144,6 +1150,8 @@ def run_sweep(
         return result
     in_flight: dict[Future, tuple[RunSpec, bool, int]] = {}
     culprits: dict[int, set[int] | None] = {}  # pool generation -> pids of the workers that died
+    charged: dict[int, bool] = {}  # pool generation -> whether its break was charged to a run
+    idle_deaths = 0  # pool breaks in a row that no run caused (workers dying as they start)
     with (
         open_executor(
             executor, workers=workers, scheduler=scheduler, start_method=start_method
@@ -1164,11 +1172,19 @@ def run_sweep(
                     spec, wait_for_lock, generation = in_flight.pop(future)
                     try:
                         driver.settle(spec, future.result())
+                        idle_deaths = 0
                     except Exception as exc:  # the worker died (SIGKILL, OOM, a lost node)
                         if backend.broken(exc) and generation == backend.generation:
                             journal(f"a worker process died ({exc!r}); restarting the pool")
                             culprits[backend.generation - 1] = backend.recover()
-                        driver.lost(spec, wait_for_lock, exc, culprits.get(generation))
+                        lost = driver.lost(spec, wait_for_lock, exc, culprits.get(generation))
+                        charged[generation] = charged.get(generation, False) or lost
+                        if generation in culprits and not any(
+                            g == generation for _, _, g in in_flight.values()
+                        ):  # the whole broken pool is accounted for
+                            idle_deaths = 0 if charged[generation] else idle_deaths + 1
+                            if idle_deaths >= MAX_LOST:
+                                raise DiffeoProbeError(_IDLE_DEATHS.format(n=idle_deaths)) from None
                 done = len(result.trained) + len(result.skipped) - (len(specs) - len(todo))
                 bar.update(done, driver.settled_failures(), backend.running(len(in_flight)))
         except BaseException as exc:  # Ctrl-C, SIGTERM: queued runs are dropped
@@ -1248,24 +1264,26 @@ class _Driver:
 
     def lost(
         self, spec: RunSpec, wait_for_lock: bool, exc: Exception, culprits: set[int] | None
-    ) -> None:
+    ) -> bool:
         """The run's worker died: try it again first, up to MAX_LOST deaths. A run whose worker
-        was only stopped because another one died (``culprits``: their pids) is not charged."""
+        was only stopped because another one died (``culprits``: their pids) is not charged.
+        Returns whether the death was charged to this run."""
         holder = RunLock(run_dir(self.root, spec) / LOCK_NAME).owner().split()
         if culprits is not None and not (
             holder and holder[-1].isdigit() and int(holder[-1]) in culprits
         ):
             self.queue.appendleft((spec, wait_for_lock))
-            return
+            return False
         self.losses[spec.id] += 1
         if self.losses[spec.id] < MAX_LOST:
             self.queue.appendleft((spec, wait_for_lock))
-            return
+            return True
         deaths = self.losses[spec.id]
         message = f"its worker process died ({deaths} of {MAX_LOST} deaths allowed; last: {exc!r})"
         _record_lost(run_dir(self.root, spec), spec, message)
         self.result.failed[spec.id] = message
         self.journal(f"{spec.id} failed: {message}")
+        return True
 
     def settled_failures(self) -> int:
         queued = {spec.id for spec, _ in self.queue}
