@@ -147,6 +147,17 @@ def cli_train(out: Path, **changes: str) -> list[str]:
     ]
 
 
+def test_a_resumed_run_deletes_files_half_written_by_a_killed_process(tmp_path: Path) -> None:
+    config = small_config(epochs=1, checkpoints=2, measure=False)
+    train(config, tmp_path)
+    (tmp_path / "done.json").unlink()  # as if killed after its last checkpoint
+    stale = tmp_path / "checkpoints" / ".step_00000016.safetensors.k1ll.tmp"
+    stale.write_bytes(b"half a file")
+    train(config, tmp_path)
+    assert (tmp_path / "done.json").is_file() and not stale.exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 @pytest.mark.slow
 def test_sigkill_then_restart_continues_and_gives_the_same_table(tmp_path: Path) -> None:
     reference = subprocess.run(cli_train(tmp_path / "reference"), capture_output=True, text=True)

@@ -101,7 +101,9 @@ def train(
         config: the run (see :class:`~diffeoprobe.config.TrainConfig`).
         out: run directory. ``None`` trains in memory without checkpoints. An existing directory
             made by the same config is resumed from its last complete checkpoint (a finished run
-            returns at once); one made by another config is refused.
+            returns at once); one made by another config is refused. Files half-written by a
+            killed process (``.NAME.XXXX.tmp``) are deleted when the run resumes: one process
+            at a time per directory (the sweep's lock sees to that).
         measure: settings for the layer-wise measurement at every checkpoint (used when
             ``config.measure``; defaults to :class:`MeasureConfig`).
         progress: show a progress bar with loss and accuracy.
@@ -118,6 +120,8 @@ def train(
         _claim_run_dir(run_dir, config, measure)
         if (run_dir / "done.json").is_file():
             return _finished(run_dir)
+        for stale in run_dir.rglob(".*.tmp"):  # half-written by a process killed mid-write
+            stale.unlink(missing_ok=True)
     start_time = time.perf_counter()
     device = torch.device(config.device)
 
