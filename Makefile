@@ -52,8 +52,8 @@ demo: setup data
 	@echo "results in $(OUT)/"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
 test: setup data browser lint
 	$(PY) -m pytest
