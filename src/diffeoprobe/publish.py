@@ -71,13 +71,10 @@ class Destination:
         Files go up in name order with ``done.json`` and ``run.json`` last; each is written under
         a temporary name and moved into place, so a file at the URL is never partial.
         """
+        last = [run_directory / name for name in LAST]
         files = sorted(
-            (p for p in run_directory.rglob("*") if p.is_file() and _kept(p)),
-            key=lambda p: (
-                LAST.index(p.name) + 1 if p.parent == run_directory and p.name in LAST else 0,
-                str(p),
-            ),
-        )
+            p for p in run_directory.rglob("*") if p.is_file() and _kept(p) and p not in last
+        ) + [p for p in last if p.is_file()]
         target = f"{self.root}/{RUNS_DIR}/{run_directory.name}"
         for path in files:
             self._put(path, f"{target}/{path.relative_to(run_directory).as_posix()}")
