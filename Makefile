@@ -9,7 +9,7 @@ STAMP := $(VENV)/.diffeoprobe-installed
 OUT ?= out/demo
 REPRO ?= out/quick
 
-.PHONY: setup data browser reproduce demo test lint bench clean
+.PHONY: setup data browser compiler reproduce demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -34,13 +34,21 @@ browser:
 		|| echo "note: could not install chromium; the browser test of the report will be skipped"; \
 	fi
 
+# A C compiler, which builds the native Gaussian remap on first use (without one, the slower
+# PyTorch formulation runs); as root on Debian only, optional.
+compiler:
+	@if ! command -v cc >/dev/null && ! command -v gcc >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null) \
+		|| echo "note: could not install gcc; the Gaussian remap will use its PyTorch formulation"; \
+	fi
+
 # The paper end to end on 2 CPU cores (about 20 minutes): figures, results.parquet, report.html.
 # Interrupted? Run it again: finished runs and figures are kept.
-reproduce: setup data
+reproduce: setup data compiler
 	$(VENV)/bin/diffeoprobe reproduce quick --out $(REPRO)
 	@echo "open $(REPRO)/report.html"
 
-demo: setup data
+demo: setup data compiler
 	mkdir -p $(OUT)
 	$(VENV)/bin/diffeoprobe measure --dataset scale-detection --probe-size 500 --out $(OUT)/scale-detection.parquet
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
@@ -55,10 +63,10 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
-test: setup data browser lint
+test: setup data browser compiler lint
 	$(PY) -m pytest
 
-bench: setup
+bench: setup compiler
 	$(PY) benchmarks/run.py
 
 clean:

@@ -13,6 +13,7 @@ from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.perturb import (
     deform,
     diffeo,
+    native,
     remap,
     sample_displacement,
     temperature_for,
@@ -233,9 +234,11 @@ def test_nearest_returns_values_of_the_input(size):
             assert torch.isin(out[b, c], x[b, c]).all()
 
 
-@pytest.mark.parametrize("size", [(1,), (2,), (23,), (1, 1), (5, 1), (9, 14), (16, 16)])
+@pytest.mark.parametrize(
+    "size", [(1,), (2,), (23,), (1, 1), (5, 1), (9, 14), (16, 16), (10, 10), (11, 31)]
+)
 @pytest.mark.parametrize("scale", [0.3, 2.0, 20.0])
-def test_gaussian_truncated_equals_dense_kernel(size, scale):
+def test_gaussian_truncated_equals_dense_kernel(size, scale, gaussian_path):
     x = _image(size, batch=2, dtype=torch.float64)
     u = scale * torch.randn(
         2, len(size), *size, generator=torch.Generator().manual_seed(3), dtype=torch.float64
@@ -243,8 +246,8 @@ def test_gaussian_truncated_equals_dense_kernel(size, scale):
     torch.testing.assert_close(remap(x, u, "gaussian"), _dense_gaussian(x, u), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("size", [(23,), (9, 14)])
-def test_gaussian_float32_window_is_exact_to_float32(size):
+@pytest.mark.parametrize("size", [(23,), (9, 14), (6, 6), (5, 40)])
+def test_gaussian_float32_window_is_exact_to_float32(size, gaussian_path):
     x = _image(size, batch=2, dtype=torch.float64)
     u = 2 * torch.randn(
         2, len(size), *size, generator=torch.Generator().manual_seed(3), dtype=torch.float64
@@ -253,7 +256,7 @@ def test_gaussian_float32_window_is_exact_to_float32(size):
     torch.testing.assert_close(out.double(), _dense_gaussian(x, u), rtol=0, atol=2e-6)
 
 
-def test_gaussian_truncated_equals_dense_on_sampled_fields():
+def test_gaussian_truncated_equals_dense_on_sampled_fields(gaussian_path):
     x = _image((12, 20), batch=4, dtype=torch.float64)
     _, t_max = temperature_range((12, 20), 3)
     u = sample_displacement(4, (12, 20), 4 * t_max, generator=_gen("cpu"), dtype=torch.float64)
@@ -277,6 +280,8 @@ def test_gaussian_window_omits_weights_below_unit_roundoff(dtype, window, omitte
 
 @pytest.mark.parametrize("size", [(40,), (6, 7)])
 def test_gaussian_chunks_match_one_pass_and_dense(size, monkeypatch):
+    """The PyTorch formulation (the native kernel has no chunks)."""
+    monkeypatch.setattr(native, "gaussian_remap", lambda x, u: None)
     x = _image(size, batch=5, dtype=torch.float64)
     u = 3 * torch.randn(
         5, len(size), *size, generator=torch.Generator().manual_seed(6), dtype=torch.float64
@@ -299,7 +304,7 @@ def test_gaussian_gradcheck_in_displacement():
     assert torch.autograd.gradcheck(lambda u: remap(x, u, "gaussian"), (u.requires_grad_(),))
 
 
-def test_gaussian_keeps_a_channels_last_layout_and_values():
+def test_gaussian_keeps_a_channels_last_layout_and_values(gaussian_path):
     x = _image((9, 11), batch=3, channels=3)
     u = 2 * torch.randn(3, 2, 9, 11, generator=torch.Generator().manual_seed(8))
     out = remap(x.contiguous(memory_format=torch.channels_last), u, "gaussian")
