@@ -66,7 +66,9 @@ lint: setup
 test: setup data browser compiler lint
 	$(PY) -m pytest
 
+# Every benchmark, with kornia (the `bench` extra: one row compares against it).
 bench: setup compiler
+	$(PY) -c "import kornia" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
 
 clean:
