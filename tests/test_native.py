@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -222,6 +223,18 @@ def test_without_openmp_python_threads_split_the_batch(fresh_native, monkeypatch
     finally:
         torch.set_num_threads(before)
     assert torch.equal(threaded, with_openmp)
+
+
+@needs_compiler
+def test_an_unwritable_cache_falls_back_to_the_temporary_directory(
+    fresh_native, monkeypatch, tmp_path
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DIFFEOPROBE_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    assert fresh_native.available(), fresh_native.status()
+    assert str(tmp_path / "tmp" / "diffeoprobe-") in fresh_native.status()
 
 
 def test_loading_leaves_denormals_alone():

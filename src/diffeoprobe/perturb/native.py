@@ -6,8 +6,9 @@ reduces in separate operations; fused into one C loop it runs 5-10 times faster 
 takes about a second. The library is cached under ``$DIFFEOPROBE_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/diffeoprobe`` or ``~/.cache/diffeoprobe``) in a folder named by a hash of the
 source, the flags, the compiler and the CPU's features, so a home directory shared by different
-machines never loads a library built for another CPU. Written under a temporary name and then
-renamed: concurrent processes never see half a library.
+machines never loads a library built for another CPU; where that folder cannot be written, in
+``diffeoprobe-<uid>`` of the temporary directory. Written under a temporary name and then renamed:
+concurrent processes never see half a library.
 
 When there is no compiler, the build fails, ``DIFFEOPROBE_NATIVE=0`` is set, or a call is outside
 what the kernel covers (CUDA, autograd, an axis shorter than the window, too many channels),
@@ -117,11 +118,20 @@ def _build(compiler: str, variant: tuple[str, ...]) -> Path:
         sys.platform,
     ):
         key.update(part.encode() + b"\0")
-    folder = cache_dir() / f"gaussian-{key.hexdigest()[:20]}"
+    name = f"gaussian-{key.hexdigest()[:20]}"
+    folder = cache_dir() / name
     library = folder / "gaussian_remap.so"
     if library.exists():
         return library
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # an unwritable cache: a folder of this user's in the temporary directory
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        folder = Path(tempfile.gettempdir()) / f"diffeoprobe-{uid}" / name
+        library = folder / "gaussian_remap.so"
+        if library.exists():
+            return library
+        folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as work:
         obj = Path(work) / "gaussian_remap.o"
         built = Path(work) / "gaussian_remap.so"
