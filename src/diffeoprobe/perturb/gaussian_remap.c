@@ -27,6 +27,9 @@
 #error "compile with -DTAPS32=... -DLO32=... -DTAPS64=... -DLO64=... (see native.py)"
 #endif
 
+/* The vector path holds two window pixels a vector: windows of an even number of taps. */
+_Static_assert(TAPS32 % 2 == 0 && TAPS64 % 2 == 0, "the window must have an even number of taps");
+
 #define CHUNK 256    /* output pixels of a row whose weights are computed together */
 #define MAX_TAPS 16  /* largest window per axis */
 #define MAX_SPAN 512 /* largest TAPS * channels (native.py checks before calling) */

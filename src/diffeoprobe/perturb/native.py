@@ -1,8 +1,8 @@
 """The native Gaussian remap: ``gaussian_remap.c`` built with the machine's C compiler, on first use.
 
 The PyTorch formulation of the exact Gaussian interpolation (``diffeo._gaussian``) gathers and
-reduces in separate operations; fused into one C loop it runs 5-10 times faster on a CPU (see
-``benchmarks/RESULTS.md``). The C source is plain C99 with no Python or torch headers, so building
+reduces in separate operations; fused into one C loop it runs 3-20 times faster on a CPU (9x on
+batches of 3x32x32 images, 1240-1590x the dense kernel; ``benchmarks/RESULTS.md``). The C source is plain C99 with no Python or torch headers, so building
 takes about a second. The library is cached under ``$DIFFEOPROBE_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/diffeoprobe`` or ``~/.cache/diffeoprobe``) in a folder named by a hash of the
 source, the flags, the compiler and the CPU's features, so a home directory shared by different
