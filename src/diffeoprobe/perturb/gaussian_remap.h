@@ -21,6 +21,29 @@ static inline int CAT(not_finite, SUFFIX)(REAL v) {
     return (bits & EXPONENT_MASK) == EXPONENT_MASK;
 }
 
+/* The weights w[t][i], t < taps, of one pixel's window along one axis, and their sum. With
+ * m = taps / 2 and e the offset of the source point from window pixel m, over sigma^2:
+ * w_t = c(t - m) G^(t - m), G = exp(e), k[t] = c(t - m) = exp(-(t - m)^2 / (2 sigma^2)); that is
+ * the Gaussian of the distance up to a factor common to the window, which the normalisation
+ * removes. One exp and its reciprocal instead of one exp per tap. */
+static inline __attribute__((always_inline)) REAL CAT(axis_weights, SUFFIX)(
+    REAL e, const REAL *k, const int taps, REAL w[][CHUNK], int64_t i) {
+    const int m = taps / 2;
+    REAL g = EXP(e), h = EXP(-e), p = 1, q = 1, sum = k[m];
+    w[m][i] = k[m];
+    for (int t = m + 1; t < taps; t++) {
+        p *= g;
+        w[t][i] = k[t] * p;
+        sum += w[t][i];
+    }
+    for (int t = m - 1; t >= 0; t--) {
+        q *= h;
+        w[t][i] = k[t] * q;
+        sum += w[t][i];
+    }
+    return sum;
+}
+
 /* Rows [row_begin, row_end) of one image. image: (H, W, C) channels last; dy, dx: the image's
  * displacement components (H, W) (1D: dy unused); out: the image's (C, H, W). ty, tx, cc are
  * compile-time constants in every caller, so the tap loops unroll and the row sums vectorise;
@@ -68,36 +91,8 @@ static inline __attribute__((always_inline)) int64_t ROWS(
             }
             bad += nonfinite;
             for (int64_t i = 0; i < n; i++) {
-                /* w_t = c(t - m) G^(t - m), G = exp(e / sigma^2): the window's weights up to a
-                 * common factor, which the normalisation removes. */
-                REAL g = EXP(ey[i]), h = EXP(-ey[i]), p = 1, q = 1;
-                REAL sum_y = ky[my], sum_x = kx[mx];
-                wy[my][i] = ky[my];
-                for (int t = my + 1; t < ty; t++) {
-                    p *= g;
-                    wy[t][i] = ky[t] * p;
-                    sum_y += wy[t][i];
-                }
-                for (int t = my - 1; t >= 0; t--) {
-                    q *= h;
-                    wy[t][i] = ky[t] * q;
-                    sum_y += wy[t][i];
-                }
-                g = EXP(ex[i]);
-                h = EXP(-ex[i]);
-                p = 1;
-                q = 1;
-                wx[mx][i] = kx[mx];
-                for (int t = mx + 1; t < tx; t++) {
-                    p *= g;
-                    wx[t][i] = kx[t] * p;
-                    sum_x += wx[t][i];
-                }
-                for (int t = mx - 1; t >= 0; t--) {
-                    q *= h;
-                    wx[t][i] = kx[t] * q;
-                    sum_x += wx[t][i];
-                }
+                const REAL sum_y = CAT(axis_weights, SUFFIX)(ey[i], ky, ty, wy, i);
+                const REAL sum_x = CAT(axis_weights, SUFFIX)(ex[i], kx, tx, wx, i);
                 norm[i] = 1 / (sum_y * sum_x);
             }
             for (int64_t i = 0; i < n; i++) {

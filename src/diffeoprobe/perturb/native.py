@@ -120,18 +120,15 @@ def _build(compiler: str, variant: tuple[str, ...]) -> Path:
         key.update(part.encode() + b"\0")
     name = f"gaussian-{key.hexdigest()[:20]}"
     folder = cache_dir() / name
-    library = folder / "gaussian_remap.so"
-    if library.exists():
-        return library
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:  # an unwritable cache: a folder of this user's in the temporary directory
         uid = os.getuid() if hasattr(os, "getuid") else 0
         folder = Path(tempfile.gettempdir()) / f"diffeoprobe-{uid}" / name
-        library = folder / "gaussian_remap.so"
-        if library.exists():
-            return library
         folder.mkdir(parents=True, exist_ok=True)
+    library = folder / "gaussian_remap.so"
+    if library.exists():
+        return library
     with tempfile.TemporaryDirectory(dir=folder) as work:
         obj = Path(work) / "gaussian_remap.o"
         built = Path(work) / "gaussian_remap.so"
