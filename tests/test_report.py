@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -30,6 +31,48 @@ def _png(path: Path) -> None:
     plt.close(fig)
 
 
+CLAIMS = [
+    dict(
+        figure="alpha",
+        claim="c1",
+        statement="R falls <fast>",
+        paper="rho <= -0.5",
+        preconditions="nets learned & >= 100 probes",
+        headline=True,
+        subject="task 1",
+        holds=True,
+        measured="rho = -0.9; test error 0.1",
+    ),
+    dict(
+        figure="beta",
+        claim="c2",
+        statement="G rises",
+        paper="rho >= 0.5",
+        subject="task 2",
+        holds=False,
+        measured="rho = 0.1",
+    ),
+    dict(
+        figure="(all)",
+        claim="wall time",
+        statement="quick in 20 min",
+        paper="<= 20 min",
+        subject="quick",
+        holds=None,
+        measured="resumed",
+        reason="resumed: <not judged>",
+    ),
+]
+
+
+def _claim(**row):
+    """A claims row with every column of the driver's table (``CLAIM_COLUMNS``)."""
+    holds = row.get("holds")
+    status = "not evaluable" if holds is None else "holds" if holds else "does not hold"
+    base = dict(preconditions="", headline=False, status=status, reason="")
+    return {**base, **row}
+
+
 def _inputs(root: Path):
     names = ("alpha", "beta")
     for name in names:
@@ -47,40 +90,20 @@ def _inputs(root: Path):
     ]
     table = pd.DataFrame(dict(layer=["input", "output"], R=[1.0, 0.01]))
     results = [SimpleNamespace(name=n, status="made", note="", table=table) for n in names]
-    claims = pd.DataFrame(
-        [
-            dict(
-                figure="alpha",
-                claim="c1",
-                statement="R falls <fast>",
-                paper="rho <= -0.5",
-                subject="task 1",
-                holds=True,
-                measured="rho = -0.9",
-            ),  # fmt: skip
-            dict(
-                figure="beta",
-                claim="c2",
-                statement="G rises",
-                paper="rho >= 0.5",
-                subject="task 2",
-                holds=False,
-                measured="rho = 0.1",
-            ),  # fmt: skip
-            dict(
-                figure="(all)",
-                claim="wall time",
-                statement="quick in 20 min",
-                paper="<= 20 min",
-                subject="quick",
-                holds=None,
-                measured="resumed",
-            ),  # fmt: skip
-        ]
-    )
+    claims = pd.DataFrame([_claim(**row) for row in CLAIMS])
     summary = dict(
         preset=dict(name="tiny", description="micro sizes"),
-        machine=dict(host="host", cpus=2, load_start=[1.0, 1, 1], load_end=[2.0, 2, 2], cuda=False),
+        preset_name="tiny",
+        overrides={},
+        figures=[dict(name=n, status="made", note="", seconds=3.0) for n in names],
+        machine=dict(
+            host="host",
+            cpus=2,
+            torch_threads=1,
+            cuda=False,
+            load_start=[1.0, 1, 1],
+            load_end=[2.0, 2, 2],
+        ),
         seconds=12.0,
         runs=[dict(id="abc", run="scalecnn1d on scale-detection", seed=0, status="done")],
         versions=dict(diffeoprobe="0.1.0"),
@@ -94,11 +117,117 @@ def test_report_embeds_every_figure_and_needs_nothing_outside(tmp_path: Path) ->
     assert text.count('src="data:image/png;base64,') == 2
     assert not re.search(r'(src|href)="(https?:|file:|//)', text)  # no external resource
     assert '<table id="claims">' in text and text.count('<tr class="claim">') == 3 + 2
-    assert "<b>" not in text.split("<h2", 1)[1].split("</h2>")[0]  # titles are escaped
-    assert "R falls &lt;fast&gt;" in text
-    for word in ("holds", "does not hold", "not checked"):
-        assert f">{word}</td>" in text
+    assert "Figure alpha &lt;b&gt;" in text and "Figure alpha <b>" not in text  # escaped
+    assert "R falls &lt;fast&gt;" in text and "<fast>" not in text
+    for word, css in (("holds", "holds"), ("does not hold", "fails"), ("not evaluable", "une")):
+        assert re.search(rf'<span class="verdict {css}\w*">{word}</span>', text), word
     assert "&quot;diffeoprobe&quot;: &quot;0.1.0&quot;" in text  # versions inline (escaped)
+    assert text.count("<section") == text.count("</section>") == 3
+
+
+def _section(text: str, ident: str) -> str:
+    return text.split(f'<section id="{ident}">', 1)[1].split("</section>", 1)[0]
+
+
+def _counts(text: str) -> dict[str, tuple[str, list[int], str]]:
+    """The summary's per-figure rows: figure -> (figure status, [holds, fails, n.e.], note)."""
+    rows = re.findall(
+        r'<tr class="figure-count" data-figure="([^"]*)">(.*?)</tr>', _section(text, "summary")
+    )
+    out = {}
+    for name, cells in rows:
+        values = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", cells)]
+        out[name] = (values[1], [int(v) for v in values[2:5]], values[5])
+    return out
+
+
+def test_summary_comes_first_then_the_figures_then_the_full_table(tmp_path: Path) -> None:
+    text = render_report(tmp_path, *_inputs(tmp_path))
+    order = [
+        text.index(f'id="{i}"') for i in ("summary", "figures", "paper-versus-measured", "claims")
+    ]
+    assert order == sorted(order)
+    headings = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<h2[^>]*>(.*?)</h2>", text)]
+    assert headings[:4] == [
+        "Summary",
+        "Figure alpha &lt;b&gt;",
+        "Figure beta &lt;b&gt;",
+        "Paper versus measured",
+    ]
+    assert text.index('id="figure-counts"') < text.index('id="fig-alpha"')
+    assert text.index('id="headline-claims"') < text.index('id="fig-alpha"')
+
+
+def test_summary_lists_the_headline_claims_with_their_key_number(tmp_path: Path) -> None:
+    summary, specs, results, claims = _inputs(tmp_path)
+    claims.loc[claims["claim"] == "wall time", "headline"] = True
+    text = render_report(tmp_path, summary, specs, results, claims)
+    table = text.split('<table id="headline-claims">', 1)[1].split("</table>", 1)[0]
+    assert table.count('<tr class="headline">') == 2
+    assert "R falls &lt;fast&gt;" in table and "G rises" not in table  # only headline rows
+    assert "rho = -0.9" in table and "test error 0.1" not in table  # the first clause only
+    assert '<span class="verdict holds">holds</span>' in table
+    assert "resumed: &lt;not judged&gt;" in table  # the reason of a not-evaluable headline
+    assert table in _section(text, "summary")
+
+    none = claims.assign(headline=False)
+    text = render_report(tmp_path, summary, specs, results, none)
+    assert "headline-claims" not in text and "No headline claim was checked" in text
+
+
+def test_full_table_shows_criterion_preconditions_and_the_reason(tmp_path: Path) -> None:
+    text = render_report(tmp_path, *_inputs(tmp_path))
+    table = text.split('<table id="claims">', 1)[1].split("</table>", 1)[0]
+    rows = dict(zip(("alpha", "beta", "all"), table.split('<tr class="claim">')[1:], strict=True))
+    assert "rho &lt;= -0.5" in rows["alpha"]
+    assert (
+        '<div class="sub">preconditions: nets learned &amp; &gt;= 100 probes</div>'
+        in (rows["alpha"])
+    )
+    assert "not evaluable:" not in rows["alpha"] + rows["beta"]
+    assert '<div class="reason">not evaluable: resumed: &lt;not judged&gt;</div>' in rows["all"]
+    assert '<span class="verdict unevaluable">not evaluable</span>' in rows["all"]
+    assert '<span class="verdict fails">does not hold</span>' in rows["beta"]
+
+
+def test_overrides_are_shown_or_none(tmp_path: Path) -> None:
+    summary, specs, results, claims = _inputs(tmp_path)
+    text = render_report(tmp_path, summary, specs, results, claims)
+    facts = _section(text, "summary")
+    assert '<span id="overrides">none</span>' in facts
+    assert "<b>tiny</b>" in facts and "torch threads 1" in facts and "CUDA no" in facts
+    assert "12 s" in facts
+
+    summary["overrides"] = {"epochs": "3", "probes": "<64>"}
+    text = render_report(tmp_path, summary, specs, results, claims)
+    shown = text.split('<span id="overrides">', 1)[1].split("</span>", 1)[0]
+    assert shown == "<code>epochs=3</code>, <code>probes=&lt;64&gt;</code>"
+
+
+def test_summary_counts_every_status_per_figure_and_in_total(tmp_path: Path) -> None:
+    summary, specs, results, _ = _inputs(tmp_path)
+    summary["figures"] = [
+        dict(name="alpha", status="made", note="", seconds=3.0),
+        dict(name="beta", status="reused", note="", seconds=1.0),
+        dict(name="gamma", status="skipped", note="skipped: no <fashionmnist>", seconds=0.0),
+    ]
+    statuses = dict(alpha=[True, True, False, None], beta=[False, None, math.nan])
+    statuses["(all)"] = [None]
+    rows = [
+        _claim(
+            figure=f, claim=f"c{i}", statement="s", paper="p", subject="x", holds=h, measured="m"
+        )
+        for f, values in statuses.items()
+        for i, h in enumerate(values)
+    ]
+    text = render_report(tmp_path, summary, specs, results, pd.DataFrame(rows))
+    assert _counts(text) == {
+        "alpha": ("made in 3 s", [2, 1, 1], ""),
+        "beta": ("reused", [0, 1, 2], ""),
+        "gamma": ("skipped", [0, 0, 0], "skipped: no &lt;fashionmnist&gt;"),
+        "(all)": ("-", [0, 0, 1], ""),
+    }
+    assert "<b>2 of 4 evaluable claims hold</b>; 4 not evaluable" in _section(text, "summary")
 
 
 def test_write_report_is_atomic(tmp_path: Path) -> None:

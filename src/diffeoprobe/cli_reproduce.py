@@ -60,16 +60,33 @@ def reproduce(
     list_figures: Annotated[
         bool, typer.Option("--list", help="list the figures and presets, then exit")
     ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="change a field of the preset (repeatable), e.g. --set sd_width=256 --set "
+            "seeds=0,1,2 --set sd_stride1=5,8 --set zoo=lenet,fc2; values are read as the field's "
+            "type (see presets.py); a changed setting trains new runs, it never reuses old ones",
+        ),
+    ] = None,
 ) -> None:
     """Train, measure and plot every figure of the paper; write results.parquet, PNG + PDF figures
     and a self-contained report.html, with a "paper versus measured" table of every claim.
 
     Example: diffeoprobe reproduce quick --out out/quick    (then open out/quick/report.html)
+
+    Example: diffeoprobe reproduce quick --set sd_width=128 --set seeds=0,1,2 --out out/quick-w128
     """
     from rich.console import Console
 
-    from diffeoprobe.experiments import PRESETS, figure_specs
+    from diffeoprobe.experiments import PRESETS, figure_specs, get_preset
     from diffeoprobe.experiments import reproduce as run_reproduce
+    from diffeoprobe.experiments.overrides import (
+        apply_overrides,
+        describe_overrides,
+        parse_overrides,
+    )
 
     console = Console()
     if list_figures:
@@ -85,10 +102,14 @@ def reproduce(
         raise DiffeoProbeError(f"--executor must be local, dask or serial, got {executor!r}")
     if workers is not None and workers < 1:
         raise DiffeoProbeError(f"--workers must be >= 1, got {workers}")
-    figure_specs(preset, only)  # an unknown --only name fails before any work
+    overrides = parse_overrides(set_)  # a bad --set fails before any work, as does --only
+    chosen = apply_overrides(get_preset(preset), overrides)
+    figure_specs(chosen, only)
     out = out or Path("out") / preset
+    if overrides:
+        console.print(f"preset {preset} with {describe_overrides(overrides)}", markup=False)
     result = run_reproduce(
-        preset,
+        chosen,
         out,
         only=only,
         executor=executor,
@@ -98,6 +119,7 @@ def reproduce(
         redo_figures=redo_figures,
         progress=sys.stderr.isatty(),
         log=console.print,
+        overrides=overrides,
     )
     claims = result.claims
     held = int((claims["holds"] == True).sum())  # noqa: E712

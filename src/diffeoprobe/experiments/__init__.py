@@ -4,7 +4,7 @@
 >>> list(FIGURES)
 ['scale-detection', 'theory', 'pooling', 'relu-tanh', 'noisy-training', 'error-vs-r']
 >>> sorted(PRESETS)
-['paper', 'quick', 'tiny']
+['paper', 'quick', 'standard', 'tiny']
 
 ``reproduce("quick", "out/quick")`` trains what the figures need (resumable run directories under
 ``out/quick/runs/``), builds each figure, checks the papers' claims on it, and writes

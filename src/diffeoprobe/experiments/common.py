@@ -30,18 +30,24 @@ from torch import nn
 from diffeoprobe import runs
 from diffeoprobe.config import MeasureConfig, TrainConfig
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.experiments.preconditions import chance_error
 from diffeoprobe.experiments.presets import Preset, ZooNet
 from diffeoprobe.experiments.spec import Run
 
 __all__ = [
     "Context",
     "available",
+    "availability",
+    "host_reachable",
+    "how_to_get",
     "MissingRuns",
     "measure_config",
+    "noise_norms",
     "representations",
     "run_id",
     "sd_run",
     "seed_mean",
+    "typical_norm",
     "zoo_run",
 ]
 
@@ -79,6 +85,7 @@ def sd_run(
     filter_size: int = 2,
     depth: int | None = None,
     noise_norm: float = 0.0,
+    noise_level: float | None = None,
     width: int | None = None,
     lr_per_width: float | None = None,
     epochs: int | None = None,
@@ -122,6 +129,8 @@ def sd_run(
         seed=seed,
     )
     tags = dict(task=task, stride=stride, activation=activation, noise_norm=float(noise_norm))
+    if noise_level is not None:
+        tags["noise_level"] = float(noise_level)
     return Run(config, measure_config(preset), tags)
 
 
@@ -131,6 +140,7 @@ def zoo_run(
     *,
     seed: int,
     noise_norm: float = 0.0,
+    noise_level: float | None = None,
     dataset: str | None = None,
     dataset_options: dict[str, Any] | None = None,
     epochs: int | None = None,
@@ -163,7 +173,42 @@ def zoo_run(
     label = net.model + (
         "(" + ",".join(f"{k}={v}" for k, v in net.options.items()) + ")" if net.options else ""
     )
-    return Run(config, measure_config(preset), dict(net=label, noise_norm=float(noise_norm)))
+    tags: dict[str, Any] = dict(net=label, noise_norm=float(noise_norm))
+    if noise_level is not None:
+        tags["noise_level"] = float(noise_level)
+    return Run(config, measure_config(preset), tags)
+
+
+def noise_norms(
+    preset: Preset, dataset: str, options: dict[str, Any]
+) -> list[tuple[float, float | None]]:
+    """(total noise norm s, s / ||x|| or ``None``) for each noise level of the preset.
+
+    With ``preset.noise_levels`` the levels are relative to the data set's mean image norm
+    (:func:`typical_norm`, rounded to 4 significant digits so that run ids are stable); without,
+    ``preset.noise_norms`` are absolute (the papers' CIFAR-10 scale).
+    """
+    if not preset.noise_levels:
+        return [(float(s), None) for s in preset.noise_norms]
+    norm = typical_norm(dataset, json.dumps(options, sort_keys=True, default=str))
+    return [(float(f"{level * norm:.4g}"), float(level)) for level in preset.noise_levels]
+
+
+@functools.cache
+def typical_norm(dataset: str, options: str) -> float:
+    """The mean L2 norm of the first 10,000 training images of ``dataset`` (``options`` as JSON;
+    noise options are ignored): the scale the relative noise levels refer to.
+
+    >>> round(typical_norm("scale-detection", '{"dim": 1, "d": 128, "xi": 32}'), 4)  # two 1s
+    1.4142
+    """
+    from diffeoprobe.data import build_dataset
+
+    values = {k: v for k, v in json.loads(options).items() if k not in ("noise_norm", "noise_mode")}
+    values.pop("download", None)
+    data = build_dataset(dataset, split="train", seed=0, **values)
+    x, _ = _first(data, min(len(data), 10_000))
+    return float(x.flatten(1).norm(dim=1).mean())
 
 
 # ---- reading and probing finished runs -----------------------------------------------------------
@@ -202,7 +247,8 @@ class Context:
         return done[0], done[-1]
 
     def table(self, run: Run) -> pd.DataFrame:
-        """The run's layer-wise table at init and at the end (``state`` column), tags added."""
+        """The run's layer-wise table at init and at the end (``state`` column), tags and the
+        chance error (``1 - 1 / classes``, for the claims' preconditions) added."""
         key = f"table:{self.run_dir(run).name}"
         if key not in self._cache:
             first, last = self.steps(run)
@@ -214,6 +260,7 @@ class Context:
                 table = table[table["step"].isin([first, last])].reset_index(drop=True)
             table.insert(0, "state", np.where(table["step"] == first, INIT, TRAINED))
             table.insert(0, "run", self.run_dir(run).name)
+            table["chance_error"] = chance_error(self._data(run)[1])
             for name, value in run.tags.items():
                 table[name] = value
             self._cache[key] = table
@@ -408,14 +455,114 @@ def fmt(value: float, digits: int = 3) -> str:
 
 
 FILE_BACKED = ("fashionmnist", "mnist", "cifar10", "svhn")
+CONNECT_TIMEOUT = 3.0  # seconds: how long a download host gets to accept a connection
+OFFLINE_ENV = "DIFFEOPROBE_OFFLINE"  # set (to anything but 0 / empty): never try the network
+_REACHABLE: dict[tuple[str, int], bool] = {}
 
 
 def available(dataset: str, options: dict[str, Any] | None = None) -> bool:
-    """Whether ``dataset`` can be loaded here (synthetic data and downloads always can)."""
+    """Whether ``dataset`` can be loaded here: see :func:`availability`."""
+    return availability(dataset, options) is None
+
+
+def availability(dataset: str, options: dict[str, Any] | None = None) -> str | None:
+    """``None`` when ``dataset`` (with its ``options``) can be loaded here, else the reason.
+
+    Synthetic data sets always can. A file-backed one can when its files are present; when they
+    are absent and ``download`` is asked for, when its download host accepts a connection within
+    :data:`CONNECT_TIMEOUT` seconds (checked once per host and process; never with
+    ``DIFFEOPROBE_OFFLINE`` set), so a figure that cannot have its data is skipped in seconds.
+    The reason says what is missing where and how to make the data available.
+    """
+    if dataset not in FILE_BACKED:
+        return None
     options = dict(options or {})
-    if dataset not in FILE_BACKED or options.get("download"):
-        return True
-    return _loads(dataset, json.dumps(options, sort_keys=True, default=str))
+    download = bool(options.pop("download", False))
+    if _loads(dataset, json.dumps(options, sort_keys=True, default=str)):
+        return None
+    where = f"{dataset} not found under {data_directory(dataset, options)}"
+    if download:
+        hosts = download_hosts(dataset)
+        if any(host_reachable(host, port) for host, port in hosts):
+            return None
+        names = " or ".join(host for host, _ in hosts)
+        where += f" and {names} cannot be reached (no network)"
+    return f"{where}; {how_to_get(dataset, options)}"
+
+
+def data_directory(dataset: str, options: dict[str, Any] | None = None) -> Path:
+    """Where the file-backed ``dataset`` is looked for (its ``data_dir`` option, else its default)."""
+    from diffeoprobe.data import default_data_dir
+    from diffeoprobe.data.idx import FASHION_MNIST_DIR
+
+    chosen = (options or {}).get("data_dir")
+    if chosen is not None:
+        return Path(str(chosen)).expanduser()
+    if dataset == "fashionmnist" and FASHION_MNIST_DIR.is_dir():
+        return FASHION_MNIST_DIR
+    return default_data_dir(dataset)
+
+
+def download_hosts(dataset: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs the file-backed ``dataset`` is downloaded from, official first."""
+    from urllib.parse import urlsplit
+
+    from diffeoprobe.data.cifar import CIFAR10_REMOTE
+    from diffeoprobe.data.idx import idx_remote_files
+    from diffeoprobe.data.svhn import SVHN_REMOTE
+
+    if dataset == "cifar10":
+        urls = list(CIFAR10_REMOTE.urls)
+    elif dataset == "svhn":
+        urls = [url for remote in SVHN_REMOTE.values() for url in remote.urls]
+    else:
+        urls = [url for remote in idx_remote_files(dataset, "test") for url in remote.urls]
+    hosts: dict[tuple[str, int], None] = {}
+    for url in urls:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        hosts[(parts.hostname or "", port)] = None
+    return list(hosts)
+
+
+def host_reachable(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> bool:
+    """Whether ``host`` accepts a TCP connection on ``port`` within ``timeout`` seconds (cached per
+    host and port; ``False`` without trying when the environment sets ``DIFFEOPROBE_OFFLINE``)."""
+    import os
+    import socket
+
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        return False
+    key = (host, port)
+    if key not in _REACHABLE:
+        try:
+            with socket.create_connection(key, timeout=timeout):
+                _REACHABLE[key] = True
+        except OSError:
+            _REACHABLE[key] = False
+    return _REACHABLE[key]
+
+
+def how_to_get(dataset: str, options: dict[str, Any] | None = None) -> str:
+    """The command that makes the file-backed ``dataset`` available, or where to put its files."""
+    options = {k: v for k, v in (options or {}).items() if k != "download"}
+    directory = data_directory(dataset, options)
+    where = f", data_dir={str(directory)!r}" if "data_dir" in options else ""
+    calls = "; ".join(  # no square brackets: rich would read them as markup
+        f"b({dataset!r}, split={split!r}, download=True{where})" for split in ("train", "test")
+    )
+    command = f'python -c "from diffeoprobe.data import build_dataset as b; {calls}"'
+    text = (
+        f"to make it available, run `{command}` on a machine with network (and copy {directory} "
+        "here)"
+    )
+    if dataset == "fashionmnist":
+        text += ", or install the Debian package (`apt-get install dataset-fashion-mnist`)"
+    elif dataset == "cifar10":
+        text += f", or put cifar-10-python.tar.gz (or cifar-10-batches-py/) into {directory}"
+    else:
+        text += f", or put its official files into {directory}"
+    return text
 
 
 @functools.cache

@@ -42,9 +42,9 @@ from diffeoprobe.experiments import (
     relu_tanh,
     scale_detection,
 )
-from diffeoprobe.experiments.common import Context, MissingRuns, available, run_id
+from diffeoprobe.experiments.common import Context, MissingRuns, availability, run_id
 from diffeoprobe.experiments.presets import Preset, get_preset
-from diffeoprobe.experiments.spec import FigureSpec, Run, Verdict
+from diffeoprobe.experiments.spec import FigureSpec, Run, Verdict, status_of
 
 __all__ = ["FIGURES", "FigureResult", "ReproduceResult", "figure_specs", "reproduce"]
 
@@ -130,6 +130,7 @@ def reproduce(
     redo_figures: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    overrides: dict[str, str] | None = None,
 ) -> ReproduceResult:
     """Make the selected figures of ``preset`` in ``out``; resume whatever is already there.
 
@@ -145,6 +146,9 @@ def reproduce(
         redo_figures: rebuild figures even when they are complete (runs are never retrained).
         progress: progress bars on standard error.
         log: called with one line per event.
+        overrides: the ``--set KEY=VALUE`` settings ``preset`` was made with (see
+            :func:`~diffeoprobe.experiments.overrides.apply_overrides`): recorded in
+            ``reproduce.json`` as ``overrides``, next to ``preset_name``; not applied here.
 
     Raises:
         DiffeoProbeError: an unknown preset or figure name, a bad executor.
@@ -157,7 +161,11 @@ def reproduce(
     load_start = _load()
     notes: list[str] = []
 
-    absent = {s.name: [d for d in s.requires if not available(d)] for s in specs}
+    # why each required data set cannot be had here (and how to make it available), per figure
+    options = {preset.zoo_dataset: preset.zoo_dataset_options}
+    absent = {
+        s.name: [r for d in s.requires if (r := availability(d, options.get(d)))] for s in specs
+    }
     needed = _unique_runs(s for s in specs if not absent[s.name])
     done_before = sum(
         (root / "runs" / run_id(r.config, r.measure) / "done.json").is_file() for r in needed
@@ -171,8 +179,8 @@ def reproduce(
     with _threads(preset.threads):
         for spec in specs:
             if absent[spec.name]:
-                note = f"skipped: data set {', '.join(absent[spec.name])} is not present"
-                log(f"{spec.name}: {note}")
+                note = "; ".join(absent[spec.name])  # why, and how to make the data available
+                log(f"{spec.name}: skipped: {note}")
                 results.append(FigureResult(spec.name, "skipped", note))
                 continue
             results.append(_figure(spec, context, preset, redo_figures, outcome, log))
@@ -196,6 +204,8 @@ def reproduce(
     seconds = time.perf_counter() - start
     summary = dict(
         preset=asdict(preset),
+        preset_name=preset.name,
+        overrides=dict(overrides or {}),
         figures=[
             dict(name=r.name, status=r.status, note=r.note, seconds=r.seconds) for r in results
         ],
@@ -346,19 +356,24 @@ def _figure(
     verdicts = []
     for claim in spec.claims:
         try:
-            found = claim.check(table)
+            found = claim.judge(table)
         except Exception as exc:  # a claim that cannot be evaluated is reported, not fatal
-            found = [Verdict("", None, f"not checked: {type(exc).__name__}: {exc}")]
+            reason = f"the check failed: {type(exc).__name__}: {exc}"
+            found = [Verdict("", None, "not checked", reason)]
         verdicts += [
             dict(
                 claim=claim.key,
                 statement=claim.statement,
                 paper=claim.paper,
+                preconditions=claim.preconditions.describe() if claim.preconditions else "",
+                headline=claim.headline,
                 subject=verdict.subject,
                 holds=verdict.holds,
+                status=verdict.status,
                 measured=verdict.measured,
+                reason=verdict.reason,
             )
-            for verdict in found or []
+            for verdict in found
         ]
     seconds = time.perf_counter() - start
     files.write_table(_parquet_safe(table), paths["table"])
@@ -385,10 +400,20 @@ def _complete(spec: FigureSpec, root: Path, preset: Preset) -> FigureResult | No
     )
 
 
+CLAIM_COLUMNS = [
+    "figure", "claim", "statement", "paper", "preconditions", "headline", "subject", "holds",
+    "status", "measured", "reason",
+]  # fmt: skip
+"""The "paper versus measured" table: ``holds`` True / False / None (not evaluable, ``reason``)."""
+
+
 def _claims_table(results: list[FigureResult]) -> pd.DataFrame:
     rows = [dict(figure=r.name, **v) for r in results for v in r.verdicts]
-    columns = ["figure", "claim", "statement", "paper", "subject", "holds", "measured"]
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+    table["headline"] = table["headline"].fillna(False).astype(bool)
+    table["status"] = [status_of(h) for h in table["holds"]]
+    table["reason"] = table["reason"].fillna("")
+    return table
 
 
 def _time_claim(
@@ -417,9 +442,12 @@ def _time_claim(
         claim="wall time",
         statement=f"the {preset.name} preset finishes in the stated time",
         paper=f"<= {preset.time_budget_s / 60:.0f} min on 2 CPU cores",
+        preconditions="a fresh output directory (a resumed call is not judged)",
+        headline=False,
         subject=f"{preset.name} preset",
         holds=None if resumed else bool(seconds <= preset.time_budget_s),
         measured=text,
+        reason="resumed: the wall time of a resumed call says nothing" if resumed else "",
     )
 
 

@@ -19,16 +19,17 @@ from diffeoprobe.experiments.common import (
     INIT,
     TRAINED,
     Context,
-    available,
+    availability,
     fmt,
     measure_config,
+    noise_norms,
     representations,
     sd_run,
     seed_mean,
     zoo_run,
 )
 from diffeoprobe.experiments.presets import Preset, ZooNet
-from diffeoprobe.experiments.spec import Claim, FigureSpec, Verdict, spearman
+from diffeoprobe.experiments.spec import Claim, FigureSpec, Preconditions, Verdict, spearman
 
 NAME = "noisy-training"
 TREND = 0.5  # the same thresholds as the scale-detection figure
@@ -39,20 +40,26 @@ def spec(preset: Preset) -> FigureSpec:
     where = []
     if preset.noisy_sd:
         runs += [
-            sd_run(preset, task=preset.noisy_task, seed=seed, noise_norm=s)
-            for s in preset.noise_norms
+            sd_run(preset, task=preset.noisy_task, seed=seed, noise_norm=s, noise_level=level)
+            for s, level in noise_norms(preset, "scale-detection", _sd_data(preset))
             for seed in preset.noisy_seeds
         ]
         where.append(
             f"the 1D scale-detection CNN on Task {preset.noisy_task} (width {preset.sd_width}; "
             "probed on the clean test signals)"
         )
-    if preset.noisy_models and available(preset.zoo_dataset, preset.zoo_dataset_options):
+    absent = (
+        availability(preset.zoo_dataset, preset.zoo_dataset_options)
+        if preset.noisy_models
+        else None
+    )
+    if preset.noisy_models and absent is None:
         nets = {n.model: n for n in preset.zoo}
+        levels = noise_norms(preset, preset.zoo_dataset, preset.zoo_dataset_options)
         runs += [
-            zoo_run(preset, nets.get(m, ZooNet(m)), seed=seed, noise_norm=s)
+            zoo_run(preset, nets.get(m, ZooNet(m)), seed=seed, noise_norm=s, noise_level=level)
             for m in preset.noisy_models
-            for s in preset.noise_norms
+            for s, level in levels
             for seed in preset.noisy_seeds
         ]
         where.append(
@@ -60,10 +67,15 @@ def spec(preset: Preset) -> FigureSpec:
             "images, as in the paper)"
         )
     elif preset.noisy_models:
-        where.append(f"({preset.zoo_dataset} is not present: its nets are left out)")
+        where.append(f"({', '.join(preset.noisy_models)} left out: {absent})")
     runs = tuple(runs)
     where = "; ".join(where)
-    norms = ", ".join(f"{s:g}" for s in preset.noise_norms)
+    norms = (
+        "s / ||x|| in {" + ", ".join(f"{s:g}" for s in preset.noise_levels) + "} of the data "
+        "set's mean image norm ||x||"
+        if preset.noise_levels
+        else "s in {" + ", ".join(f"{s:g}" for s in preset.noise_norms) + "}"
+    )
     claims = (
         Claim(
             "R falls with depth, any noise",
@@ -71,6 +83,8 @@ def spec(preset: Preset) -> FigureSpec:
             f"for every noise norm: Spearman rho(k, R_k) <= -{TREND} and R at the output below "
             "R at layer 1",
             lambda t: _trends(t, "R"),
+            Preconditions(),
+            headline=True,
         ),
         Claim(
             "G rises with depth, any noise",
@@ -78,13 +92,14 @@ def spec(preset: Preset) -> FigureSpec:
             f"for every noise norm: Spearman rho(k, G_k) >= {TREND} and G at the output above "
             "G at layer 1",
             lambda t: _trends(t, "G"),
+            Preconditions(),
         ),
     )
     return FigureSpec(
         name=NAME,
         title="Noisy training: the trends survive white noise on the training images",
         description=(
-            f"{where}, trained with white noise of total norm s in {{{norms}}} added to every "
+            f"{where}, trained with white noise of total norm {norms} added to every "
             "training image (a fixed draw per image). Left: D_k, G_k, R_k after training, one "
             "colour per noise norm (dashed grey: initialisation, s = 0). Right: the output's D, G "
             "and R versus s, with the test error."
@@ -102,6 +117,17 @@ def spec(preset: Preset) -> FigureSpec:
     )
 
 
+def _sd_data(preset: Preset) -> dict:
+    return dict(
+        dim=1,
+        task=preset.noisy_task,
+        d=preset.sd_d,
+        xi=preset.sd_xi,
+        train_size=preset.sd_train,
+        test_size=preset.sd_test,
+    )
+
+
 def build(context: Context, runs: list) -> pd.DataFrame:
     context.require(runs, NAME)
     parts = []
@@ -110,8 +136,9 @@ def build(context: Context, runs: list) -> pd.DataFrame:
         table["net"] = run.tags.get("net", run.config.model)
         parts.append(table)
     table = pd.concat(parts, ignore_index=True)
-    keep = ["net", "noise_norm", "state", "run", "seed", "layer", "k", "rel_depth", "D", "G"]
-    keep += ["R", "D_se", "G_se", "R_se", "Z", "train_error", "test_error", "epoch"]
+    keep = ["net", "noise_norm", "noise_level", "state", "run", "seed", "layer", "k", "rel_depth"]
+    keep += ["D", "G", "R", "D_se", "G_se", "R_se", "Z", "n", "train_error", "test_error"]
+    keep += ["chance_error", "epoch"]
     return table[[c for c in keep if c in table]]
 
 
@@ -127,6 +154,8 @@ def _trends(table: pd.DataFrame, quantity: str) -> list[Verdict]:
     out = []
     mean = _curves(table)
     for (net, norm), part in mean[mean["state"] == TRAINED].groupby(["net", "noise_norm"]):
+        rows = table[(table["net"] == net) & (table["noise_norm"] == norm)]
+        level = _level(rows)
         part = part[part["k"] >= 1]
         rho = spearman(part["k"], part[quantity])
         first, last = part[quantity].iloc[0], part[quantity].iloc[-1]
@@ -136,14 +165,22 @@ def _trends(table: pd.DataFrame, quantity: str) -> list[Verdict]:
             holds = rho >= TREND and last > first
         out.append(
             Verdict(
-                f"{net}, noise norm {norm:g}",
+                f"{net}, noise norm {norm:.3g}" + (f" (s / ||x|| = {level:g})" if level else ""),
                 bool(holds),
                 f"rho = {fmt(rho, 2)} ({quantity} {fmt(first)} at layer 1 -> {fmt(last)} at the "
                 f"output); train error {fmt(part['train_error'].iloc[0])}, test error "
                 f"{fmt(part['test_error'].iloc[0])}",
+                rows=rows,
             )
         )
     return out
+
+
+def _level(rows: pd.DataFrame) -> float:
+    """The noise norm relative to the data's typical image norm (0 when not recorded)."""
+    if "noise_level" not in rows or rows["noise_level"].isna().all():
+        return 0.0
+    return float(rows["noise_level"].dropna().iloc[0])
 
 
 def plot(table: pd.DataFrame) -> Figure:

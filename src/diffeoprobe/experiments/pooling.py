@@ -23,7 +23,7 @@ from diffeoprobe.experiments.common import (
     INIT,
     TRAINED,
     Context,
-    available,
+    availability,
     fmt,
     measure_config,
     measure_options,
@@ -32,7 +32,7 @@ from diffeoprobe.experiments.common import (
     zoo_run,
 )
 from diffeoprobe.experiments.presets import Preset
-from diffeoprobe.experiments.spec import Claim, FigureSpec, Run, Verdict
+from diffeoprobe.experiments.spec import Claim, FigureSpec, Preconditions, Run, Verdict
 
 NAME = "pooling"
 MIN_STABILITY = 0.05  # decades of R: below, a layer's channel fraction is noise over noise
@@ -48,10 +48,11 @@ def spec(preset: Preset) -> FigureSpec:
     runs: list[Run] = [sd_run(preset, task=t, seed=preset.seeds[0]) for t in preset.sd_tasks]
     skipped = ""
     zoo = [n for n in preset.zoo if n.model in preset.pooling_models]
-    if zoo and available(preset.zoo_dataset, preset.zoo_dataset_options):
+    absent = availability(preset.zoo_dataset, preset.zoo_dataset_options) if zoo else None
+    if zoo and absent is None:
         runs += [zoo_run(preset, net, seed=preset.zoo_seeds[0]) for net in zoo]
     elif zoo:
-        skipped = f" The {preset.zoo_dataset} nets are left out: that data set is not present."
+        skipped = f" The {preset.zoo_dataset} nets are left out: {absent}."
     claims = (
         Claim(
             "spatial pooling in early layers",
@@ -60,6 +61,7 @@ def spec(preset: Preset) -> FigureSpec:
             "trained - init energy fraction of mode 0: positive in the first half of the convs, "
             "and larger there than in the second half",
             _spatial,
+            Preconditions(no_collapse=False),
         ),
         Claim(
             "channel pooling in deep layers",
@@ -67,6 +69,7 @@ def spec(preset: Preset) -> FigureSpec:
             f"mean channel fraction (layers with >= {MIN_STABILITY} decades of stability) "
             "positive in the second half of the net and larger there than in the first",
             _channel,
+            Preconditions(),
         ),
     )
     return FigureSpec(
@@ -126,6 +129,8 @@ def build(context: Context, runs: list[Run], preset: Preset) -> pd.DataFrame:
             **options,
         )
         channel_mean = context.measure(run, last, model=trained, channel_mean=True)
+        states = representations(context.table(run))  # init and trained: the preconditions
+        parts.append(states.assign(kind="run", net=net))
         init = context.table(run)
         init = init[init["state"] == INIT]
         sensitivities = pd.concat(
@@ -147,6 +152,7 @@ def build(context: Context, runs: list[Run], preset: Preset) -> pd.DataFrame:
     keep += ["G_se", "R_se", "stability", "stability_se", "channel_pooling"]
     keep += ["channel_pooling_se", "spatial_pooling", "spatial_pooling_se", "channel_fraction"]
     keep += ["channel_fraction_se", "spatial_channel_mean", "spatial_channel_mean_se"]
+    keep += ["run", "seed", "Z", "n", "test_error", "chance_error"]
     return table[[c for c in keep if c in table]]
 
 
@@ -173,6 +179,7 @@ def _spatial(table: pd.DataFrame) -> list[Verdict]:
                 bool(holds),
                 f"mode-0 energy gain per conv (first to last): {gains}; mean first half "
                 f"{fmt(early.mean(), 2)}, second half {fmt(late.mean(), 2)}",
+                rows=_runs(table, net),
             )
         )
     return out
@@ -187,16 +194,31 @@ def _channel(table: pd.DataFrame) -> list[Verdict]:
         late = part[part["rel_depth"] > 0.5]["channel_fraction"]
         holds = not late.empty and late.mean() > 0
         holds = holds and (early.empty or late.mean() > early.mean())
-        out.append(
-            Verdict(
-                net,
-                bool(holds),
-                f"mean channel fraction: first half {fmt(early.mean(), 2)} ({len(early)} layers), "
-                f"second half {fmt(late.mean(), 2)} ({len(late)} layers); at the output "
-                f"{fmt(_at_output(part, 'channel_fraction'), 2)}",
-            )
+        text = (
+            f"mean channel fraction: first half {fmt(early.mean(), 2)} ({len(early)} layers), "
+            f"second half {fmt(late.mean(), 2)} ({len(late)} layers); at the output "
+            f"{fmt(_at_output(part, 'channel_fraction'), 2)}"
         )
+        rows = _runs(table, net)
+        if late.empty:  # no deep layer is stable at all: nothing to split into two shares
+            out.append(
+                Verdict(
+                    net,
+                    None,
+                    text,
+                    f"no layer of the second half carries >= {MIN_STABILITY} decades of "
+                    "stability (R_k not below R at the input): nothing to split",
+                    rows=rows,
+                )
+            )
+            continue
+        out.append(Verdict(net, bool(holds), text, rows=rows))
     return out
+
+
+def _runs(table: pd.DataFrame, net: str) -> pd.DataFrame:
+    """The net's own init and trained rows (test error, Z, probes): the claims' preconditions."""
+    return table[(table["kind"] == "run") & (table["net"] == net)]
 
 
 def _at_output(part: pd.DataFrame, column: str) -> float:

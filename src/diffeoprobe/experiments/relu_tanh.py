@@ -24,7 +24,7 @@ from diffeoprobe.experiments.common import (
     seed_mean,
 )
 from diffeoprobe.experiments.presets import Preset
-from diffeoprobe.experiments.spec import Claim, FigureSpec, Verdict
+from diffeoprobe.experiments.spec import Claim, FigureSpec, Preconditions, Verdict
 
 NAME = "relu-tanh"
 ACTIVATIONS = ("relu", "tanh")
@@ -41,10 +41,14 @@ def spec(preset: Preset) -> FigureSpec:
     )
     claims = (
         Claim(
-            "tanh: trained G does not pile up",
-            "with tanh, noise sensitivity no longer piles up in trained nets",
-            "trained tanh net: G at the output <= G at the first layer (ReLU's ratio shown)",
-            _trained_flat,
+            "tanh: trained G grows less than with ReLU",
+            "with tanh instead of ReLU, noise sensitivity grows less with depth in trained nets "
+            "(the noise no longer piles up)",
+            "trained nets, same task, seeds and training: G_out / G_1 (seed means) with tanh "
+            "below G_out / G_1 with ReLU",
+            _tanh_below_relu,
+            Preconditions(),
+            headline=True,
         ),
     )
     return FigureSpec(
@@ -80,7 +84,8 @@ def build(context: Context, runs: list, preset: Preset) -> pd.DataFrame:
             ideal.append(exact.assign(state="theory", value=value, k=exact["depth"].astype(float)))
     table = pd.concat([table, *ideal], ignore_index=True)
     keep = ["state", "activation", "task", "value", "run", "seed", "layer", "k", "rel_depth"]
-    keep += ["D", "G", "R", "D_se", "G_se", "R_se", "Z", "train_error", "test_error"]
+    keep += ["D", "G", "R", "D_se", "G_se", "R_se", "Z", "n", "train_error", "test_error"]
+    keep += ["chance_error"]
     return table[[c for c in keep if c in table]]
 
 
@@ -89,7 +94,7 @@ def _curves(table: pd.DataFrame, task: int) -> pd.DataFrame:
     return seed_mean(part, ["activation", "state", "layer", "k"]).sort_values("k")
 
 
-def _trained_flat(table: pd.DataFrame) -> list[Verdict]:
+def _tanh_below_relu(table: pd.DataFrame) -> list[Verdict]:
     out = []
     for task in sorted(table["task"].dropna().unique()):
         mean = _curves(table, task)
@@ -98,14 +103,18 @@ def _trained_flat(table: pd.DataFrame) -> list[Verdict]:
             g = mean[(mean["activation"] == activation) & (mean["state"] == TRAINED)]
             g = g[g["k"] >= 1]["G"]
             ratios[activation] = (g.iloc[0], g.iloc[-1], g.iloc[-1] / g.iloc[0])
-        g1, gout, ratio = ratios["tanh"]
+        (g1, gout, ratio), relu = ratios["tanh"], ratios["relu"]
+        rows = table[(table["task"] == task) & table["state"].isin([INIT, TRAINED])]
+        errors = rows[rows["state"] == TRAINED].groupby("activation")["test_error"].mean()
         out.append(
             Verdict(
                 f"task {int(task)}",
-                bool(ratio <= 1.0),
-                f"tanh: G_1 = {fmt(g1)}, G_out = {fmt(gout)}, ratio {fmt(ratio)}; ReLU: "
-                f"G_1 = {fmt(ratios['relu'][0])}, G_out = {fmt(ratios['relu'][1])}, ratio "
-                f"{fmt(ratios['relu'][2])}",
+                bool(ratio < relu[2]),
+                f"G_out / G_1: tanh {fmt(ratio)} ({fmt(g1)} -> {fmt(gout)}), ReLU "
+                f"{fmt(relu[2])} ({fmt(relu[0])} -> {fmt(relu[1])}); mean test error tanh "
+                f"{fmt(errors.get('tanh', float('nan')), 2)}, ReLU "
+                f"{fmt(errors.get('relu', float('nan')), 2)}",
+                rows=rows,
             )
         )
     return out

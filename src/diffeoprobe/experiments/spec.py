@@ -18,12 +18,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from diffeoprobe.config import MeasureConfig, TrainConfig
+from diffeoprobe.experiments.preconditions import Preconditions
 
 __all__ = [
+    "NOT_EVALUABLE",
     "Claim",
     "FigureSpec",
+    "Preconditions",
     "Run",
     "Verdict",
+    "status_of",
     "first_last",
     "spearman",
 ]
@@ -49,11 +53,33 @@ class Run:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One checked statement: for which subject, whether it holds, and the numbers that say so."""
+    """One checked statement: for which subject, whether it holds, and the numbers that say so.
+
+    ``holds`` is ``None`` when the claim is not evaluable on this subject, ``reason`` says why.
+    ``rows`` are the table rows the verdict read: the driver checks the claim's
+    :class:`~.preconditions.Preconditions` on them (they are not stored).
+    """
 
     subject: str
-    holds: bool
+    holds: bool | None
     measured: str
+    reason: str = ""
+    rows: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def status(self) -> str:
+        """``holds``, ``does not hold`` or ``not evaluable``."""
+        return status_of(self.holds)
+
+
+def status_of(holds: bool | None) -> str:
+    """The word for a verdict: ``holds``, ``does not hold`` or ``not evaluable``."""
+    if holds is None or holds != holds:  # None or NaN (a missing value read back from a file)
+        return NOT_EVALUABLE
+    return "holds" if bool(holds) else "does not hold"
+
+
+NOT_EVALUABLE = "not evaluable"
 
 
 @dataclass(frozen=True)
@@ -61,13 +87,29 @@ class Claim:
     """A claim of the paper, checked on the figure's table by running the code.
 
     ``check(table)`` returns one :class:`Verdict` per subject (a task, a noise level, a net); a
-    claim with no data to check returns none.
+    claim with no data to check returns none. ``paper`` is the criterion (what "holds" means);
+    ``preconditions`` what the rows of each verdict must meet for the claim to be judged at all
+    (``None``: the claim reads no trained net, e.g. the exact idealised nets); ``headline``
+    marks the papers' headline claims, shown first in the report.
     """
 
     key: str
     statement: str
     paper: str
     check: Callable[[pd.DataFrame], list[Verdict]]
+    preconditions: Preconditions | None = None
+    headline: bool = False
+
+    def judge(self, table: pd.DataFrame) -> list[Verdict]:
+        """The claim's verdicts, each judged only if its rows meet the preconditions."""
+        out = []
+        for verdict in self.check(table) or []:
+            if self.preconditions is not None and verdict.holds is not None:
+                reason = self.preconditions.check(verdict.rows)
+                if reason:
+                    verdict = Verdict(verdict.subject, None, verdict.measured, reason)
+            out.append(verdict)
+        return out
 
 
 @dataclass(frozen=True)
