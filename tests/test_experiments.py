@@ -208,3 +208,19 @@ def test_tiny_report_renders_in_headless_chromium(tiny, tmp_path: Path) -> None:
     dom, shot = render_in_chromium(tiny.out / "report.html", tmp_path)
     check_rendered(dom, shot, images=len(FIGURES))
     assert dom.count('class="claim"') == 2 * len(tiny.claims)  # the table and per figure
+
+
+def test_seeds_of_one_configuration_are_trained_together(tmp_path: Path) -> None:
+    """The 1D CNN's seeds go through diffeoprobe.ensemble, one run directory each, and the
+    figure is made from them as from runs trained alone."""
+    from dataclasses import replace
+
+    from diffeoprobe.experiments.presets import TINY
+
+    result = reproduce(replace(TINY, seeds=(0, 1)), tmp_path, only=["relu-tanh"])
+    assert result.ok and [f.status for f in result.figures] == ["made"]
+    (note,) = [n for n in result.notes if n.startswith("seeds trained together")]
+    assert note.startswith("seeds trained together: 8 runs in 4 groups, 0 left to the sweep")
+    assert len(result.runs) == 8 and all(r["status"] == "done" for r in result.runs)
+    table = result.figures[0].table
+    assert set(table[table["state"] == "trained"]["seed"]) == {0, 1}

@@ -89,9 +89,12 @@ def sd_run(
     width: int | None = None,
     lr_per_width: float | None = None,
     epochs: int | None = None,
+    adam_lr: float | None = None,
+    batch_size: int | None = None,
 ) -> Run:
     """The 1D scale-detection CNN on Task ``task`` (science.md section 6), hinge loss, plain SGD
-    at ``lr = lr_per_width * width`` (the preset's by default), stopped at zero training error."""
+    at ``lr = lr_per_width * width`` (the preset's by default; Adam at ``adam_lr`` when given),
+    stopped at zero training error."""
     width = width or preset.sd_width
     lr_per_width = lr_per_width or preset.sd_lr_per_width
     options: dict[str, Any] = dict(width=width)
@@ -116,9 +119,9 @@ def sd_run(
         dataset="scale-detection",
         dataset_options=data,
         epochs=epochs or preset.sd_epochs,
-        batch_size=preset.sd_batch,
-        optimizer="sgd",
-        lr=lr_per_width * width,
+        batch_size=batch_size or preset.sd_batch,
+        optimizer="adam" if adam_lr else "sgd",
+        lr=adam_lr or lr_per_width * width,
         momentum=0.0,
         weight_decay=preset.sd_weight_decay,
         schedule="constant",

@@ -249,10 +249,24 @@ def _train(
     log: Callable[[str], None],
     notes: list[str],
 ) -> dict[str, str]:
-    """Train the runs that are not done; returns run id -> error for the ones that failed."""
+    """Train the runs that are not done; returns run id -> error for the ones that failed.
+
+    With a local pool (or serially), the seeds of one configuration are first trained together
+    (:mod:`.seed_groups`); the sweep then trains the rest and records every run."""
     from diffeoprobe import sweep
+    from diffeoprobe.experiments.seed_groups import seed_groups, train_seed_groups
 
     kind = executor or preset.executor
+    if kind in ("local", "serial"):
+        start = time.perf_counter()
+        groups = seed_groups(needed, root)
+        count = 1 if kind == "serial" else (workers or os.cpu_count() or 1)
+        left = train_seed_groups(groups, root, workers=count, threads=preset.threads, log=log)
+        if groups:
+            notes.append(
+                f"seeds trained together: {sum(map(len, groups))} runs in {len(groups)} groups, "
+                f"{len(left)} left to the sweep ({time.perf_counter() - start:.0f} s)"
+            )
     specs = [
         sweep.RunSpec(
             run_id(r.config, r.measure),

@@ -59,6 +59,8 @@ def spec(preset: Preset) -> FigureSpec:
                 width=preset.sd_stride1_width,
                 lr_per_width=preset.sd_stride1_lr_per_width,
                 epochs=preset.sd_stride1_epochs,
+                adam_lr=preset.sd_stride1_adam_lr,
+                batch_size=preset.sd_stride1_batch,
             )
             for s in preset.seeds[: preset.sd_stride1_seeds]
         ]
@@ -122,7 +124,9 @@ def spec(preset: Preset) -> FigureSpec:
             + (
                 f", and a stride-1 net on task 1 (filter {preset.sd_stride1[0]}, depth "
                 f"{preset.sd_stride1[1]}, width {preset.sd_stride1_width or preset.sd_width}, at "
-                f"most {preset.sd_stride1_epochs or preset.sd_epochs} epochs)"
+                f"most {preset.sd_stride1_epochs or preset.sd_epochs} epochs"
+                + (f", Adam {preset.sd_stride1_adam_lr:g}" if preset.sd_stride1_adam_lr else "")
+                + ")"
                 if preset.sd_stride1
                 else ""
             )

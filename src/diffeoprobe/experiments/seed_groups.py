@@ -1,0 +1,117 @@
+"""The seeds of one configuration trained together, before the sweep trains the other runs.
+
+At the papers' batch of 8 a small net spends most of each step in per-call overhead, so the seeds
+of one configuration (same net, task, noise, recipe) are trained as one batched model by
+:func:`diffeoprobe.ensemble.train_together`, one group per worker process of a local pool. Each
+run still gets its own directory, exactly as ``train()`` writes it; the sweep that follows finds
+these runs finished and only records them. Groups the ensemble cannot train (Adam, augmentation,
+BatchNorm, ...) and runs without a sibling seed are left to the sweep, as is everything under
+``--executor dask`` (a cluster has the workers to train seeds one by one).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from diffeoprobe.config import MeasureConfig, TrainConfig
+from diffeoprobe.experiments.common import run_id
+from diffeoprobe.experiments.spec import Run
+
+__all__ = ["seed_groups", "train_seed_groups"]
+
+
+def seed_groups(runs: Sequence[Run], root: Path) -> list[list[Run]]:
+    """The unfinished runs of ``runs`` that differ only in their seed and can be trained together
+    (:func:`diffeoprobe.ensemble.batchable`), in groups of two or more, in the order given."""
+    from diffeoprobe.ensemble import batchable
+
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if (root / "runs" / run_id(run.config, run.measure) / "done.json").is_file():
+            continue
+        key = run_id(replace(run.config, seed=0), run.measure)
+        groups.setdefault(key, []).append(run)
+    out = []
+    for members in groups.values():
+        if len(members) > 1 and batchable([r.config for r in members]) is None:
+            out.append(members)
+    return out
+
+
+def train_seed_groups(
+    groups: Sequence[Sequence[Run]],
+    root: Path,
+    *,
+    workers: int,
+    threads: int | None,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, str]:
+    """Train each group together in a pool of ``workers`` processes; returns run id -> error for
+    the runs of groups that failed or were busy (the sweep then trains those one by one)."""
+    from diffeoprobe.processes import start_method
+
+    if not groups:
+        return {}
+    failed: dict[str, str] = {}
+    context = multiprocessing.get_context(start_method())
+    with ProcessPoolExecutor(max_workers=min(workers, len(groups)), mp_context=context) as pool:
+        futures = {
+            pool.submit(
+                _train_group,
+                [r.config for r in group],
+                [str(root / "runs" / run_id(r.config, r.measure)) for r in group],
+                group[0].measure,
+                threads,
+            ): group
+            for group in groups
+        }
+        for future in as_completed(futures):
+            group = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # a dead worker: the sweep retries these runs alone
+                outcome = dict(status="failed", error=f"{type(exc).__name__}: {exc}", seconds=0)
+            label = f"{group[0].describe()} x {len(group)} seeds"
+            if outcome["status"] == "done":
+                log(f"trained together in {outcome['seconds']:.0f} s: {label}")
+            else:
+                log(f"not trained together ({outcome['status']}: {outcome['error']}): {label}")
+                for run in group:
+                    failed[run_id(run.config, run.measure)] = outcome["error"]
+    return failed
+
+
+def _train_group(
+    configs: list[TrainConfig], dirs: list[str], measure: MeasureConfig, threads: int | None
+) -> dict[str, Any]:
+    """Worker side: take every member's run lock, train the group, release the locks."""
+    import torch
+
+    from diffeoprobe.ensemble import train_together
+    from diffeoprobe.sweep import LOCK_NAME, RunLock
+
+    if threads:
+        torch.set_num_threads(threads)
+    locks = []
+    try:
+        for directory in dirs:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            lock = RunLock(Path(directory) / LOCK_NAME)
+            if not lock.acquire():
+                return dict(status="busy", error=f"{directory} is locked by {lock.owner()}")
+            lock.mark_owner()
+            locks.append(lock)
+        start = time.perf_counter()
+        train_together(configs, dirs, measure=measure)
+        return dict(status="done", error="", seconds=time.perf_counter() - start)
+    except Exception as exc:  # reported to the driver, which leaves these runs to the sweep
+        return dict(status="failed", error=f"{type(exc).__name__}: {exc}", seconds=0)
+    finally:
+        for lock in locks:
+            lock.release()
