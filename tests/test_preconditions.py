@@ -126,3 +126,20 @@ def test_verdicts_without_rows_are_not_evaluable_when_preconditions_apply() -> N
     claim = Claim("k", "s", "p", lambda t: [Verdict("x", True, "1")], Preconditions())
     (verdict,) = claim.judge(_net_table())
     assert verdict.holds is None and "no measured rows" in verdict.reason
+
+
+def test_noise_cannot_preserve_a_trend_the_clean_net_lacks() -> None:
+    """G "still rises with noise" is not evaluable where G does not rise without noise."""
+    rising = _net_table()
+    flat = rising.copy()
+    flat.loc[flat["state"] == "trained", "G"] = 1.0 / (1.0 + flat["k"])  # G falls with depth
+    table = pd.concat([flat.assign(noise_norm=0.0), rising.assign(noise_norm=1.0)])
+    table["run"] = table["run"] + table["noise_norm"].astype(str)
+    verdicts = _claims("noisy-training")["G rises with depth, any noise"].judge(table)
+    clean, noisy = sorted(verdicts, key=lambda v: v.subject)
+    assert clean.holds is False  # judged: the clean net's own trend is a finding
+    assert noisy.holds is None and "no trend for the noise to preserve" in noisy.reason
+    both = pd.concat([rising.assign(noise_norm=0.0), rising.assign(noise_norm=1.0)])
+    both["run"] = both["run"] + both["noise_norm"].astype(str)
+    verdicts = _claims("noisy-training")["G rises with depth, any noise"].judge(both)
+    assert [v.holds for v in verdicts] == [True, True]

@@ -218,6 +218,7 @@ def reproduce(
     if preset.time_budget_s is not None and only is None:
         resumed = done_before > 0 or any(r.status == "reused" for r in results)
         verdict = _time_claim(preset, seconds, run_rows, results, summary["machine"], resumed)
+        verdict["status"] = status_of(verdict["holds"])
         claims = pd.concat([claims, pd.DataFrame([verdict])], ignore_index=True)
     _write_outputs(root, results, claims, summary)
     from diffeoprobe.report import write_report

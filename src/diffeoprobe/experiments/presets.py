@@ -81,7 +81,8 @@ class Preset:
     # noisy training (science.md section 8)
     noise_norms: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0, 10.0, 30.0, 100.0)  # absolute
     noise_levels: tuple[float, ...] = ()  # s / ||x|| (mean image norm); overrides noise_norms
-    noisy_seeds: tuple[int, ...] = (0,)
+    noisy_seeds: tuple[int, ...] = (0,)  # of the 1D CNN on noisy signals
+    noisy_zoo_seeds: tuple[int, ...] = (0,)  # of the zoo nets on noisy images
     noisy_sd: bool = False  # also the 1D scale-detection CNN on Task noisy_task
     noisy_task: int = 2
     noisy_models: tuple[str, ...] = ("vgg11bn", "resnet18")  # zoo nets, when their data is present
