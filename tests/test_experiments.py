@@ -220,7 +220,33 @@ def test_seeds_of_one_configuration_are_trained_together(tmp_path: Path) -> None
     result = reproduce(replace(TINY, seeds=(0, 1)), tmp_path, only=["relu-tanh"])
     assert result.ok and [f.status for f in result.figures] == ["made"]
     (note,) = [n for n in result.notes if n.startswith("seeds trained together")]
-    assert note.startswith("seeds trained together: 8 runs in 4 groups, 0 left to the sweep")
+    assert note.startswith("seeds trained together: 8 runs in 4 groups; 0 left to the sweep")
     assert len(result.runs) == 8 and all(r["status"] == "done" for r in result.runs)
     table = result.figures[0].table
     assert set(table[table["state"] == "trained"]["seed"]) == {0, 1}
+
+
+def test_a_local_pool_trains_groups_and_single_runs_together(tmp_path: Path) -> None:
+    """With --executor local the groups and the other runs share one pool; the sweep after it
+    finds every run finished and only records it."""
+    from dataclasses import replace
+
+    from diffeoprobe.experiments.presets import TINY
+
+    result = reproduce(
+        replace(TINY, seeds=(0, 1), sd2d_seeds=1),
+        tmp_path,
+        only=["scale-detection"],
+        executor="local",
+        workers=2,
+    )
+    assert result.ok and all(r["status"] == "done" for r in result.runs)
+    (note,) = [n for n in result.notes if n.startswith("seeds trained together")]
+    # tasks 1 and 2 of the stride-2 1D CNN in groups; the stride-1 net and the 2D nets alone
+    assert note.startswith(
+        "seeds trained together: 4 runs in 2 groups, with 3 other runs in the same pool; 0 left"
+    )
+    (runs_note,) = [n for n in result.notes if n.startswith("runs:")]
+    # the sweep writes the records of the grouped runs (4) and finds the others' (3): no retry
+    assert "4 trained now, 3 finished before, 0 failed" in runs_note
+    assert all((tmp_path / "runs" / r["id"] / "run.json").is_file() for r in result.runs)

@@ -252,22 +252,13 @@ def _train(
 ) -> dict[str, str]:
     """Train the runs that are not done; returns run id -> error for the ones that failed.
 
-    With a local pool (or serially), the seeds of one configuration are first trained together
-    (:mod:`.seed_groups`); the sweep then trains the rest and records every run."""
+    With a local pool, the seeds of one configuration are trained together and the other runs
+    alone, in one pool (:mod:`.seed_groups`; serially: the groups only); the sweep then records
+    every run and trains whatever is left."""
     from diffeoprobe import sweep
     from diffeoprobe.experiments.seed_groups import seed_groups, train_seed_groups
 
     kind = executor or preset.executor
-    if kind in ("local", "serial"):
-        start = time.perf_counter()
-        groups = seed_groups(needed, root)
-        count = 1 if kind == "serial" else (workers or os.cpu_count() or 1)
-        left = train_seed_groups(groups, root, workers=count, threads=preset.threads, log=log)
-        if groups:
-            notes.append(
-                f"seeds trained together: {sum(map(len, groups))} runs in {len(groups)} groups, "
-                f"{len(left)} left to the sweep ({time.perf_counter() - start:.0f} s)"
-            )
     specs = [
         sweep.RunSpec(
             run_id(r.config, r.measure),
@@ -278,6 +269,28 @@ def _train(
         )
         for r in needed
     ]
+    if kind in ("local", "serial"):
+        start = time.perf_counter()
+        groups = seed_groups(needed, root)
+        grouped = {run_id(r.config, r.measure) for group in groups for r in group}
+        singles = [
+            s for s in specs if s.id not in grouped and not sweep.is_done(root / "runs" / s.id)
+        ]
+        count = 0 if kind == "serial" else (workers or os.cpu_count() or 1)
+        left = train_seed_groups(
+            groups,
+            root,
+            workers=count,
+            threads=preset.threads,
+            singles=singles if count else (),
+            log=log,
+        )
+        if groups:
+            notes.append(
+                f"seeds trained together: {len(grouped)} runs in {len(groups)} groups"
+                + (f", with {len(singles)} other runs in the same pool" if count else "")
+                + f"; {len(left)} left to the sweep ({time.perf_counter() - start:.0f} s)"
+            )
     result = sweep.run_sweep(
         specs,
         root,

@@ -240,7 +240,12 @@ STANDARD = Preset(
     sd_width=256,
     **_PAPER_SD,
     sd_epochs=3000,
-    sd_stride1=None,
+    sd_stride1=(5, 8),  # as quick (Adam: the papers' SGD leaves it at chance), 2 seeds
+    sd_stride1_width=16,
+    sd_stride1_adam_lr=3e-3,
+    sd_stride1_batch=32,
+    sd_stride1_epochs=80,
+    sd_stride1_seeds=2,
     sd2d_models=(
         ZooNet("lenet", optimizer="adam", lr=3e-3, weight_decay=0.0),
         ZooNet("simplecnn", dict(width=32), optimizer="adam", lr=3e-3, weight_decay=0.0),
