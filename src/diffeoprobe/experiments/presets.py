@@ -199,7 +199,7 @@ QUICK = Preset(
     sd2d_seeds=1,
     theory_depth1=256,
     theory_depth2=10,
-    # noise relative to the data's mean image norm (1D signals sqrt(2), Fashion-MNIST ~9.6): the
+    # noise relative to the data's mean image norm (1D signals sqrt(2), Fashion-MNIST 12.2): the
     # same levels mean the same corruption on both; 1 or more drowns the 1D task (chance)
     noise_levels=(0.0, 0.03, 0.1, 0.3),
     noisy_seeds=(0, 1),
