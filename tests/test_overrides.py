@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from test_experiments import run_cli
 
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.experiments import common, figure_specs, get_preset, reproduce
@@ -39,22 +39,6 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 
     monkeypatch.setattr(common, "host_reachable", unreachable)
     return asked
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from diffeoprobe import cli
-    from diffeoprobe.cli_reproduce import register
-
-    if not any(c.name == "reproduce" for c in cli.app.registered_commands):
-        register(cli.app)
-    monkeypatch.setattr(sys, "argv", ["diffeoprobe", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---- parsing -----------------------------------------------------------------------------------
