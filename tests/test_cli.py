@@ -95,6 +95,8 @@ def test_measure_loads_a_checkpoint_and_refuses_one_that_does_not_fit(
     [
         (["--temperature", "-1"], "--temperature"),
         (["--temperature", "nan"], "--temperature"),
+        (["--temperature", "1e300"], "--temperature must be a finite number in [0, 1e+06]"),
+        (["--delta", "1e300"], "delta must be in"),
         (["--cut", "0"], "--cut"),
         (["--probe-size", "0"], "--probe-size"),
         (["--layers", "nope"], "nope"),
@@ -161,3 +163,11 @@ def test_real_subprocess_user_error_and_success(tmp_path: Path) -> None:
     )
     assert good.returncode == 0, good.stderr
     assert (tmp_path / "t.csv").is_file()
+
+
+def test_measure_at_zero_temperature_says_why_r_is_nan(monkeypatch, capsys) -> None:
+    code, out, _ = run_cli(
+        monkeypatch, capsys, "measure", *SMALL, "--diffeo", "max-entropy", "--temperature", "0"
+    )
+    assert code == 0
+    assert "nan" in out and "nan = 0/0" in out

@@ -21,6 +21,7 @@ from diffeoprobe.perturb import (
     typical_displacement,
 )
 from diffeoprobe.perturb.diffeo import GAUSSIAN_SIGMA, GAUSSIAN_WINDOW, _mean_square_displacement
+from diffeoprobe.validate import MAX_TEMPERATURE
 
 SIZES = [(17,), (16, 16), (12, 20)]
 INTERPS = ["bilinear", "nearest", "gaussian"]
@@ -453,3 +454,40 @@ def test_sample_displacement_refuses_bad_input(kwargs, name):
 def test_temperature_functions_refuse_bad_input(call, name):
     with pytest.raises(DiffeoProbeError, match=name):
         call()
+
+
+# --- temperatures too large for a finite field ------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [1e300, 1e80, MAX_TEMPERATURE * 1.0001])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t: sample_displacement(2, 8, t),
+        lambda t: sample_displacement(2, (8, 8), t, dtype=torch.float64),
+        lambda t: deform(torch.zeros(1, 1, 4, 4), t),
+        lambda t: typical_displacement(t, 32),
+    ],
+)
+def test_a_temperature_past_the_maximum_is_refused_naming_the_range(call, temperature):
+    with pytest.raises(DiffeoProbeError, match=r"temperature must be .*\[0, 1e\+06\]"):
+        call(temperature)
+
+
+@pytest.mark.parametrize("size", [(8,), (257,), (8, 8), (96, 128)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_largest_temperature_gives_a_finite_field_and_image(size, dtype):
+    u = sample_displacement(8, size, MAX_TEMPERATURE, cut=10, generator=_gen("cpu"), dtype=dtype)
+    assert torch.isfinite(u).all() and u.abs().max() > 1
+    x = torch.rand(8, 2, *size, generator=_gen("cpu", 1), dtype=dtype)
+    for interp in ("bilinear", "nearest", "gaussian"):
+        out = deform(x, MAX_TEMPERATURE, cut=10, interp=interp, generator=_gen("cpu", 2))
+        assert torch.isfinite(out).all(), interp
+
+
+def test_temperature_for_refuses_a_delta_past_the_maximum_without_overflow():
+    largest = typical_displacement(MAX_TEMPERATURE, 32)
+    assert temperature_for(largest, 32) == pytest.approx(MAX_TEMPERATURE)
+    for delta in (largest * 1.001, 1e200, 1e300):  # 1e300 ** 2 would raise OverflowError
+        with pytest.raises(DiffeoProbeError, match=r"delta must be in \[0, 29724\.7\] pixels"):
+            temperature_for(delta, 32)

@@ -284,3 +284,30 @@ def test_json_of_done_matches_keys(tmp_path: Path) -> None:
     train_together([config(seed=0, epochs=1)], [out])
     done = json.loads((out / "done.json").read_text())
     assert set(done) == {"steps", "epochs", "train_error", "test_error", "seconds", "checkpoints"}
+
+
+def test_a_member_another_process_is_training_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from test_train import HOLD_LOCK
+
+    outs = [tmp_path / "a", tmp_path / "b"]
+    outs[1].mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(outs[1])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    configs = [config(seed=seed, epochs=1) for seed in (0, 1)]
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(
+            DiffeoProbeError, match=f"another process .* {holder.pid}\\) is training"
+        ):
+            train_together(configs, outs)
+        assert not (outs[0] / "config.json").exists() and not (outs[1] / "config.json").exists()
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert [s.steps for s in train_together(configs, outs)] == [16, 16]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -250,3 +251,48 @@ def test_a_local_pool_trains_groups_and_single_runs_together(tmp_path: Path) -> 
     # the sweep writes the records of the grouped runs (4) and finds the others' (3): no retry
     assert "4 trained now, 3 finished before, 0 failed" in runs_note
     assert all((tmp_path / "runs" / r["id"] / "run.json").is_file() for r in result.runs)
+
+
+def test_a_directory_made_for_another_preset_is_refused_unless_forced(tmp_path: Path) -> None:
+    """reproduce tiny then reproduce OTHER in one --out: refused before any work (the tables and
+    report of the first stay), with the reason and the way out; --force reuses the directory."""
+    from dataclasses import replace
+
+    from diffeoprobe.experiments.presets import TINY
+
+    assert reproduce("tiny", tmp_path, only=["theory"]).ok
+    assert reproduce("tiny", tmp_path, only=["theory"]).ok  # the same preset resumes as before
+    recorded = (tmp_path / "reproduce.json").read_text()
+    results = pd.read_parquet(tmp_path / "results.parquet")
+
+    other = replace(TINY, name="other", theory_draws=TINY.theory_draws + 1)
+    with pytest.raises(DiffeoProbeError, match="--force") as refused:
+        reproduce(other, tmp_path, only=["theory"], overrides={"theory_draws": "2"})
+    message = str(refused.value)
+    assert "preset tiny" in message and "other with --set theory_draws=2" in message
+    assert "theory_draws" in message and "new --out" in message
+    assert (tmp_path / "reproduce.json").read_text() == recorded
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "results.parquet"), results)
+    # the same name with another field (dataclasses.replace keeps the name) is another preset too
+    with pytest.raises(DiffeoProbeError, match="theory_tolerance"):
+        reproduce(replace(TINY, theory_tolerance=0.5), tmp_path, only=["theory"])
+
+    forced = reproduce(other, tmp_path, only=["theory"], force=True)
+    assert forced.ok
+    summary = json.loads((tmp_path / "reproduce.json").read_text())
+    assert summary["preset_name"] == "other" and summary["preset"]["theory_draws"] == 2
+
+
+def test_cli_refuses_another_presets_directory_and_force_reuses_it(
+    monkeypatch, capsys, tmp_path
+) -> None:
+    assert reproduce("tiny", tmp_path, only=["theory"]).ok
+    args = ["reproduce", "tiny", "--only", "theory", "--set", "theory_draws=2", "--out"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, str(tmp_path))
+    assert code != 0 and "--force" in err and "theory_draws" in err
+    assert json.loads((tmp_path / "reproduce.json").read_text())["overrides"] == {}
+    code, out, _ = run_cli(monkeypatch, capsys, *args, str(tmp_path), "--force")
+    assert code == 0, out
+    assert json.loads((tmp_path / "reproduce.json").read_text())["overrides"] == {
+        "theory_draws": "2"
+    }

@@ -243,6 +243,10 @@ class Exploding(nn.Module):
     [
         (dict(temperature=-1.0), "temperature"),
         (dict(temperature=float("nan")), "temperature"),
+        (dict(temperature=1e300), r"temperature must be .*\[0, 1e\+06\]"),
+        (dict(temperature=2e6), r"temperature must be .*\[0, 1e\+06\]"),
+        (dict(delta=1e300), "delta must be in"),
+        (dict(delta=1e6), "delta must be in"),
         (dict(cut=0), "cut"),
         (dict(cut=2.5), "cut"),
         (dict(layers=["nope"]), "nope"),
@@ -274,3 +278,35 @@ def test_bad_arguments_are_refused_before_any_work(kwargs: dict, match: str) -> 
 def test_bad_probe_sets_are_refused_before_any_work(data: object, match: str) -> None:
     with pytest.raises(DiffeoProbeError, match=match):
         dp.measure(Exploding(), data, capture="hooks")
+
+
+class LogOf(nn.Module):
+    """``log(x - shift)``: NaN wherever ``x < shift``."""
+
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x - self.shift)
+
+
+def test_a_layer_with_non_finite_values_is_named_instead_of_a_nan_table() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), LogOf(10.0), nn.Flatten(), nn.Linear(400, 2))
+    with pytest.raises(DiffeoProbeError, match=r"layer\(s\) \['1', '2', 'output'\] are not finite"):
+        dp.measure(net, images(8), capture="hooks")
+
+
+def test_a_custom_diffeo_with_non_finite_values_is_refused_at_the_input() -> None:
+    def broken(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return x * float("inf")
+
+    with pytest.raises(DiffeoProbeError, match=r"\['input', .*'output'\] are not finite"):
+        dp.measure(small_cnn(), images(8), diffeo=broken, capture="hooks")
+
+
+def test_the_largest_temperature_measures_finite_numbers() -> None:
+    table = dp.measure(small_cnn(), images(16), temperature=1e6, capture="hooks")
+    assert table[["D", "G", "R", "Z"]].notna().all().all()
+    assert (table[["D", "G", "R"]] > 0).all().all()

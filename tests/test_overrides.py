@@ -273,7 +273,9 @@ def test_an_override_trains_new_runs_and_leaves_the_old_ones(
     before = _runs(tmp_path)
     untouched = {k: v for k, v in _files(tmp_path / "runs").items()}
 
-    code, out, _ = run_cli(monkeypatch, capsys, *args, "--set", "sd_width=12")
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--set", "sd_width=12")
+    assert code == 2 and "--force" in err  # the directory holds another preset's figures
+    code, out, _ = run_cli(monkeypatch, capsys, *args, "--set", "sd_width=12", "--force")
     assert code == 0, out
     assert "preset tiny with sd_width=12" in out
     second = json.loads((tmp_path / "reproduce.json").read_text())

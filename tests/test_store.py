@@ -165,3 +165,101 @@ def test_report_command_draws_the_sweep(sweep, tmp_path: Path) -> None:
     } <= files
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 3 and "model_options_depth" in page
+
+
+def _secret_files(folder: Path) -> tuple[Path, Path]:
+    """A CSV and a Parquet file outside the runs, each holding a secret word."""
+    csv, parquet = folder / "secret.csv", folder / "secret.parquet"
+    csv.write_text("word\nsesame-csv\n")
+    pd.DataFrame({"word": ["sesame-parquet"]}).to_parquet(parquet)
+    return csv, parquet
+
+
+@pytest.mark.parametrize(
+    "reach",
+    [
+        "read_csv('{csv}')",
+        "read_csv('/etc/passwd')",
+        "read_parquet('{parquet}')",
+        "read_text('{csv}')",
+        "'{csv}'",
+    ],
+)
+def test_where_and_sql_cannot_read_files_outside_the_runs(
+    sweep, tmp_path: Path, reach: str
+) -> None:
+    out, _ = sweep
+    csv, parquet = _secret_files(tmp_path)
+    source = reach.format(csv=csv, parquet=parquet)
+    for kind, text in (
+        ("where", f"run IN (SELECT * FROM {source})"),
+        ("where", f"(SELECT count(*) FROM {source}) > 0"),
+        ("sql", f"SELECT * FROM {source}"),
+    ):
+        with pytest.raises(DiffeoProbeError) as refused:
+            store.query(out, **{kind: text})
+        message = str(refused.value)
+        assert f"--{kind}: DuckDB refused" in message and "\n" not in message
+        assert "sesame" not in message and "root:" not in message
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COPY (SELECT 1) TO '{folder}/x.csv'",
+        "COPY results TO '{folder}/x.parquet' (FORMAT parquet)",
+        "EXPORT DATABASE '{folder}/export'",
+        "ATTACH '{folder}/x.db' AS other",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SELECT * FROM read_csv('https://example.com/x.csv')",
+        "SET enable_external_access = true",
+        "SET lock_configuration = false",
+        "RESET lock_configuration",
+        "SET autoinstall_known_extensions = true",
+    ],
+)
+def test_sql_cannot_write_attach_install_or_reconfigure(
+    sweep, tmp_path: Path, statement: str
+) -> None:
+    out, _ = sweep
+    with pytest.raises(DiffeoProbeError, match="--sql: DuckDB refused") as refused:
+        store.query(out, sql=statement.format(folder=tmp_path))
+    message = str(refused.value)
+    assert "\n" not in message and "only the tables runs, tables and results" in message
+    assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+def test_sql_does_not_scan_python_variables(sweep) -> None:
+    out, _ = sweep
+    with pytest.raises(DiffeoProbeError, match="store does not exist"):
+        store.query(out, sql="SELECT * FROM store")  # the module in scope is not scanned
+
+
+def test_a_where_cannot_smuggle_a_second_statement(sweep, tmp_path: Path) -> None:
+    out, _ = sweep
+    with pytest.raises(DiffeoProbeError, match="--where: DuckDB refused"):
+        store.query(out, where=f"true; COPY (SELECT 1) TO '{tmp_path}/x.csv'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sandbox_still_answers_queries_over_the_run_tables(sweep) -> None:
+    out, _ = sweep
+    counts = store.query(
+        out,
+        sql="SELECT (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM tables) AS t, "
+        "(SELECT count(*) FROM results) AS r",
+    )
+    assert counts["runs"].item() == len(store.run_table(out))
+    assert counts["t"].item() == counts["r"].item() == len(store.query(out)) > 0
+    assert len(store.query(out, where="step > 0 AND layer = 'output'")) > 0
+
+
+def test_results_command_refuses_a_file_read_on_one_line(sweep, tmp_path: Path) -> None:
+    out, _ = sweep
+    csv, _ = _secret_files(tmp_path)
+    result = CliRunner().invoke(
+        app, ["results", str(out), "--where", f"run IN (SELECT * FROM read_csv('{csv}'))"]
+    )
+    assert isinstance(result.exception, DiffeoProbeError)
+    assert "sesame" not in str(result.exception) and "sesame" not in result.output

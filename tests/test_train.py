@@ -200,3 +200,87 @@ def test_scale_detection_runs_are_measured_with_the_tasks_own_shift(
         small_config(epochs=1, checkpoints=0, dataset_options=options), tmp_path, measure=MEASURE
     )
     assert summary.table.attrs["diffeo"] == diffeo
+
+
+@pytest.mark.parametrize(
+    ("config", "measure", "match"),
+    [
+        (small_config(model_options={**NET, "bogus": 1}), MEASURE, "does not accept bogus"),
+        (small_config(), MeasureConfig(probe_size=64, interp="bogus"), "interp"),
+    ],
+    ids=["model-option", "measurement"],
+)
+def test_a_run_that_fails_on_its_settings_leaves_the_directory_free(
+    config: TrainConfig, measure: MeasureConfig, match: str, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(DiffeoProbeError, match=match):
+        train(config, run, measure=measure)
+    assert not (run / "config.json").exists()
+    assert not runs.completed_checkpoints(run)
+    # the corrected command is not refused as "another configuration"
+    summary = train(small_config(epochs=1, checkpoints=1), run, measure=MEASURE)
+    assert (run / "done.json").is_file() and summary.table is not None
+
+
+HOLD_LOCK = """
+import sys
+from diffeoprobe.sweep import LOCK_NAME, RunLock
+lock = RunLock(sys.argv[1] + "/" + LOCK_NAME)
+assert lock.acquire()
+lock.mark_owner()
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_directory_another_process_is_training_in_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    in_flight = run / "checkpoints" / ".step_00000000.safetensors.a1b2c3d4.tmp"
+    in_flight.parent.mkdir()
+    in_flight.write_bytes(b"being written by the other process")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        config = small_config(epochs=1, checkpoints=1, measure=False)
+        with pytest.raises(DiffeoProbeError, match="another process") as refused:
+            train(config, run)
+        assert str(run) in str(refused.value) and f" {holder.pid})" in str(refused.value)
+        assert in_flight.is_file()  # the other process's temporary file is left alone
+        assert not (run / "config.json").exists()
+    finally:
+        holder.communicate("\n", timeout=60)
+    in_flight.unlink()
+    assert train(config, run).checkpoints  # free again once the other process is done
+
+
+def test_train_under_a_lock_this_thread_holds_reuses_it(tmp_path: Path) -> None:
+    import threading
+
+    from diffeoprobe.sweep import LOCK_NAME, RunLock
+
+    run = tmp_path / "run"
+    config = small_config(epochs=1, checkpoints=1, measure=False)
+    with RunLock(run / LOCK_NAME) as lock:
+        assert lock.acquire()
+        errors: list[BaseException] = []
+
+        def other_thread() -> None:
+            try:
+                train(config, run)
+            except BaseException as exc:  # noqa: BLE001 - inspected below
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert len(errors) == 1 and "another process" in str(errors[0])
+        assert train(config, run).checkpoints  # as a sweep calls it: the lock is not taken twice
+        assert lock.held_here()
+    assert not lock.held_here() and not RunLock(run / LOCK_NAME).held_elsewhere()

@@ -141,6 +141,11 @@ def _print_table(table, title: str) -> None:
             _fmt(row.R, row.R_se),
         )
     console.print(view)
+    if table[["D", "G", "R"]].isna().any().any():  # measure raises on non-finite sums: only 0/0
+        console.print(
+            "nan = 0/0: the perturbation changed nothing there (D = G = 0, e.g. T = 0) "
+            "or the layer is constant over the probe images (Z = 0)"
+        )
 
 
 @app.command()

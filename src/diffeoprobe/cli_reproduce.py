@@ -57,6 +57,15 @@ def reproduce(
     redo_figures: Annotated[
         bool, typer.Option(help="rebuild complete figures (runs are never retrained)")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="reuse an --out made for another preset or other --set values: its tables, "
+            "claims and report are replaced by this preset's (runs are never mixed up, their ids "
+            "hash their configs) [default: such a directory is refused]",
+        ),
+    ] = False,
     list_figures: Annotated[
         bool, typer.Option("--list", help="list the figures and presets, then exit")
     ] = False,
@@ -120,6 +129,7 @@ def reproduce(
         progress=sys.stderr.isatty(),
         log=console.print,
         overrides=overrides,
+        force=force,
     )
     claims = result.claims
     held = int((claims["holds"] == True).sum())  # noqa: E712

@@ -127,7 +127,10 @@ def results(
         str | None, typer.Option(help="SQL condition, e.g. \"layer = 'output' AND step > 0\"")
     ] = None,
     sql: Annotated[
-        str | None, typer.Option(help="a whole SQL query over the views results, runs, tables")
+        str | None,
+        typer.Option(
+            help="a whole SQL query over the tables results, runs, tables (no files or network)"
+        ),
     ] = None,
     runs: Annotated[
         bool, typer.Option("--runs", help="one row per run (status, config) instead of per layer")

@@ -42,6 +42,7 @@ the learning rate of step ``t`` is ``lr * schedule(t)`` as ``LambdaLR`` computes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -76,6 +77,7 @@ from diffeoprobe.train import (
     _load_data,
     _loss,
     _optimizer,
+    _run_lock,
     _save_checkpoint,
     _schedule,
     _tensors,
@@ -144,6 +146,9 @@ def train_together(
         DiffeoProbeError: the configs cannot be trained together (the reason of :func:`batchable`),
             a bad config, ``outs`` of another length or repeated, a run directory holding another
             config, or members whose training sets differ in size. All before any training.
+            Also a run directory another process is training in: each unfinished member's run
+            lock, the one :func:`~diffeoprobe.train.train` takes, is held from before the first
+            write to the end of the call.
         TrainingDiverged: the loss of some members became NaN/inf; the others were trained to the
             end and finished first, the diverged ones keep their last good checkpoint.
     """
@@ -161,11 +166,25 @@ def train_together(
         validate_config(config)
     measure = measure or MeasureConfig()
     start = time.perf_counter()
+    with contextlib.ExitStack() as locks:  # released when the call ends, however it ends
+        return _train_locked(configs, outs, measure, log, start, locks)
 
+
+def _train_locked(
+    configs: list[TrainConfig],
+    outs: list[Path],
+    measure: MeasureConfig,
+    log: Callable[[str], None],
+    start: float,
+    locks: contextlib.ExitStack,
+) -> list[RunSummary]:
+    """The body of :func:`train_together` (the configs checked): plans from what the directories
+    hold, then takes each unfinished member's run lock (into ``locks``) before its first write."""
     # a directory of another config is refused before anything is written
     for config, out in zip(configs, outs, strict=True):
         if (out / "config.json").is_file():
             _claim_run_dir(out, config, measure)
+    planned = _progress(outs)  # what the plan below is made from
     pending = [i for i, out in enumerate(outs) if not (out / "done.json").is_file()]
     if not pending:
         return [_finished(out) for out in outs]
@@ -176,6 +195,14 @@ def train_together(
     problem = _model_problem(members[0]) or _data_problem(members)
     if problem is not None:
         raise DiffeoProbeError(problem)
+    for i in pending:  # the lock train() takes; one this thread holds (a seed group's) is reused
+        locks.enter_context(_run_lock(outs[i]))
+    if _progress(outs) != planned:
+        raise DiffeoProbeError(
+            "outs: another process trained in "
+            + ", ".join(repr(str(outs[i])) for i in pending)
+            + " while this call prepared; nothing was written, run it again"
+        )
     for i in pending:
         _claim_run_dir(outs[i], configs[i], measure)
         for stale in outs[i].rglob(".*.tmp"):  # half-written by a process killed mid-write
@@ -194,6 +221,11 @@ def train_together(
         for i in pending:
             summaries[i] = train(configs[i], outs[i], measure=measure, log=log)
     return [summaries[i] if i in summaries else _finished(outs[i]) for i in range(len(configs))]
+
+
+def _progress(outs: Sequence[Path]) -> list[tuple[bool, list[int]]]:
+    """Whether each run is done, and its complete checkpoints: what the plan was made from."""
+    return [((out / "done.json").is_file(), runs.completed_checkpoints(out)) for out in outs]
 
 
 # ---- checks ---------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The results store: every finished run's table, joined with its config, queried with DuckDB.
 
 A sweep directory holds ``runs/<id>/`` (see :mod:`diffeoprobe.sweep`); a run is finished when its
-``done.json`` exists, and its tidy table is ``runs/<id>/table.parquet``. :func:`connect` opens an
-in-memory DuckDB database over them with three views:
+``done.json`` exists, and its tidy table is ``runs/<id>/table.parquet``. :func:`connect` copies
+them into an in-memory DuckDB database as three relations:
 
 - ``runs``: one row per run directory: ``run`` (the id), ``grid``, ``status`` (done, failed,
   incomplete), ``seconds``, ``attempts``, ``test_error``, and every config field as a column
@@ -14,6 +14,10 @@ in-memory DuckDB database over them with three views:
 A directory can be a local or shared path, or an fsspec URL (``s3://bucket/sweep``,
 ``memory://sweep``; needs the matching fsspec driver): local tables are read by DuckDB directly,
 remote ones through fsspec into memory (fine for the thousands of small tables a sweep makes).
+
+The user's SQL (``--where``, ``--sql``) runs only after that copy, with DuckDB's external access
+disabled and its configuration locked: it reaches these three relations and nothing else (no
+file, URL, database file, extension or setting).
 """
 
 from __future__ import annotations
@@ -60,11 +64,15 @@ class _Files:
         self.text = text
 
     def run_dirs(self) -> list[str]:
-        if self.remote:
-            found = self.fs.glob(f"{self.root}/{RUNS_DIR}/*/config.json")
-        else:
-            found = map(str, Path(self.root).glob(f"{RUNS_DIR}/*/config.json"))
-        return sorted(str(PurePosixPath(p).parent) for p in found)
+        """Directories with a ``config.json`` (written by ``train()`` once the run is checked)
+        or a ``run.json`` (the sweep's record: a run that failed before training started)."""
+        found: list[str] = []
+        for name in ("config.json", "run.json"):
+            if self.remote:
+                found += self.fs.glob(f"{self.root}/{RUNS_DIR}/*/{name}")
+            else:
+                found += map(str, Path(self.root).glob(f"{RUNS_DIR}/*/{name}"))
+        return sorted({str(PurePosixPath(p).parent) for p in found})
 
     def exists(self, path: str) -> bool:
         return self.fs.exists(path) if self.remote else Path(path).is_file()
@@ -120,10 +128,13 @@ def _kind(value: object) -> str:
 
 
 def _run_row(files: _Files, directory: str) -> dict[str, Any]:
-    config = files.read_json(f"{directory}/config.json").get("config", {})
     record = (
         files.read_json(f"{directory}/run.json") if files.exists(f"{directory}/run.json") else {}
     )
+    if files.exists(f"{directory}/config.json"):
+        config = files.read_json(f"{directory}/config.json").get("config", {})
+    else:  # failed before train() wrote its config: the sweep's record holds it
+        config = record.get("config", {})
     done = files.exists(f"{directory}/done.json")
     failed = files.exists(f"{directory}/error.json")
     row: dict[str, Any] = dict(
@@ -167,8 +178,27 @@ def _table_files(files: _Files, table: pd.DataFrame) -> Iterator[tuple[str, str]
             yield run, path
 
 
+# DuckDB settings fixed when the connection opens: no extension is installed or loaded behind the
+# user's back, none from the community repository, and no Python variable is scanned by name.
+_CONNECT_CONFIG = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "python_enable_replacements": False,
+}
+# Applied once the run tables are in memory, before any user SQL: no file, URL, database file,
+# extension or secret can be reached any more, and the user's SQL cannot undo it (``SET`` is
+# refused once the configuration is locked).
+_SANDBOX = ("SET enable_external_access = false", "SET lock_configuration = true")
+
+
 def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views ``runs``, ``tables`` and ``results``.
+    """An in-memory DuckDB connection holding the tables ``runs`` and ``tables`` and the view
+    ``results``, with every way out of it switched off.
+
+    The run tables are copied into memory first (from files this module chose); then external
+    access (files, network, ``ATTACH``, ``COPY``, ``INSTALL``/``LOAD``) is disabled and the
+    configuration locked, so SQL run on the connection sees only those tables.
 
     Raises:
         DiffeoProbeError: ``root`` holds no run directory.
@@ -183,20 +213,34 @@ def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
         raise DiffeoProbeError(
             f"{files.text!r} holds no runs ({RUNS_DIR}/<id>/config.json): run `diffeoprobe sweep GRID --out {files.text}` first"
         )
-    con = duckdb.connect()
+    con = duckdb.connect(config=dict(_CONNECT_CONFIG))
+    try:
+        _load(con, files, run_rows)
+        for statement in _SANDBOX:
+            con.execute(statement)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _load(con: duckdb.DuckDBPyConnection, files: _Files, run_rows: pd.DataFrame) -> None:
+    """Copy the run table and every finished run's table into ``con`` as in-memory tables."""
     con.register("runs_frame", run_rows)
-    con.execute("CREATE VIEW runs AS SELECT * FROM runs_frame")
+    con.execute("CREATE TABLE runs AS SELECT * FROM runs_frame")
+    con.unregister("runs_frame")
     tables = list(_table_files(files, run_rows))
     if not tables:
-        con.execute("CREATE VIEW tables AS SELECT NULL::VARCHAR AS run WHERE false")
+        con.execute("CREATE TABLE tables AS SELECT NULL::VARCHAR AS run WHERE false")
     elif files.remote:
         frames = [files.read_parquet(path).assign(run=run) for run, path in tables]
         con.register("tables_frame", pd.concat(frames, ignore_index=True))
-        con.execute("CREATE VIEW tables AS SELECT * FROM tables_frame")
+        con.execute("CREATE TABLE tables AS SELECT * FROM tables_frame")
+        con.unregister("tables_frame")
     else:
         paths = ", ".join(_quote(path) for _, path in tables)
         con.execute(
-            "CREATE VIEW tables AS SELECT * EXCLUDE (filename), "
+            "CREATE TABLE tables AS SELECT * EXCLUDE (filename), "
             r"regexp_extract(filename, '([^/\\]+)[/\\]table\.parquet$', 1) AS run "
             f"FROM read_parquet([{paths}], filename = true, union_by_name = true)"
         )
@@ -207,7 +251,6 @@ def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
         f"CREATE VIEW results AS SELECT t.*{', ' + selected if selected else ''} "
         "FROM tables t JOIN runs r ON t.run = r.run"
     )
-    return con
 
 
 def _one_line(exc: Exception) -> str:
@@ -229,7 +272,10 @@ def query(
     root: str | Path, *, where: str | None = None, sql: str | None = None, view: str = "results"
 ) -> pd.DataFrame:
     """Rows of ``view`` (``results``, ``runs`` or ``tables``) matching the SQL ``where``, sorted by
-    run, step and depth; or the result of a whole ``sql`` statement over the three views.
+    run, step and depth; or the result of a whole ``sql`` statement over the three relations.
+
+    Both run on the sandboxed connection of :func:`connect`: SQL that reaches for a file, a URL,
+    another database, an extension or a setting is refused.
 
     Raises:
         DiffeoProbeError: no runs under ``root``, an unknown view, or SQL DuckDB refuses.
@@ -248,7 +294,17 @@ def query(
         return con.execute(sql).fetchdf()
     except duckdb.Error as exc:
         flag = "--sql" if where is None else "--where"
-        raise DiffeoProbeError(f"{flag}: DuckDB refused the query: {_one_line(exc)}") from None
+        hint = ""
+        if isinstance(exc, duckdb.PermissionException) or "configuration has been locked" in str(
+            exc
+        ):
+            hint = (
+                " (only the tables runs, tables and results can be queried: files, URLs, "
+                "ATTACH, COPY, extensions and settings are off)"
+            )
+        raise DiffeoProbeError(
+            f"{flag}: DuckDB refused the query: {_one_line(exc)}{hint}"
+        ) from None
     finally:
         con.close()
 

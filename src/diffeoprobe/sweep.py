@@ -51,6 +51,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import types
@@ -516,11 +517,18 @@ def is_complete(directory: Path) -> bool:
     return is_done(directory) and path.is_file() and runs.read_json(path).get("status") == "done"
 
 
+_HELD: dict[tuple[int, int], tuple[int, int]] = {}  # (st_dev, st_ino) -> (pid, thread) holding it
+_HELD_GUARD = threading.Lock()
+
+
 class RunLock:
     """An exclusive ``fcntl.flock`` on ``runs/<id>/.lock``, held by the process training the run.
 
     The kernel drops the lock when the process dies, SIGKILL included, so there is no stale lock to
     clean up and no timeout to guess. The file keeps ``host pid`` of the last holder, for messages.
+    ``flock`` locks belong to an open file, so a second ``RunLock`` on the same file, in the same
+    process, cannot take it: :meth:`held_here` tells code called under the lock (``train()`` in a
+    sweep) that its caller, in this thread, holds it already.
     Limits: on NFS, Linux maps ``flock`` to NFS byte-range locks (NFSv4, or NFSv3 with lockd),
     and a client that dies holds its lock until the server's lease expires (~90 s); file systems
     mounted with local-only locks (``nolock``, Lustre ``localflock``, some FUSE/SMB mounts) lock
@@ -530,6 +538,7 @@ class RunLock:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._fd: int | None = None
+        self._key: tuple[int, int] = (-1, -1)  # (st_dev, st_ino) of the file, once acquired
 
     def acquire(self, *, wait: bool = False) -> bool:
         """Take the lock; ``False`` if another process holds it (``wait`` blocks until it is free)."""
@@ -544,7 +553,24 @@ class RunLock:
             os.close(fd)
             raise
         self._fd = fd
+        info = os.fstat(fd)
+        self._key = (info.st_dev, info.st_ino)
+        with _HELD_GUARD:
+            _HELD[self._key] = (os.getpid(), threading.get_ident())
         return True
+
+    def held_here(self) -> bool:
+        """Whether this thread of this process holds the lock (through any ``RunLock`` object).
+
+        A forked child inherits the registry but is another process: it does not count as holding.
+        """
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return False
+        with _HELD_GUARD:
+            holder = _HELD.get((info.st_dev, info.st_ino))
+        return holder == (os.getpid(), threading.get_ident())
 
     def mark_owner(self) -> None:
         """Write ``host pid`` of this process into the lock file (for ``sweep --dry-run``)."""
@@ -563,6 +589,9 @@ class RunLock:
         """Drop the lock (nothing if not held)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            with _HELD_GUARD:  # one holder per file and process: the kernel sees to that
+                if _HELD.get(self._key, (None, None))[0] == os.getpid():
+                    del _HELD[self._key]
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,27 +102,72 @@ def train(
         config: the run (see :class:`~diffeoprobe.config.TrainConfig`).
         out: run directory. ``None`` trains in memory without checkpoints. An existing directory
             made by the same config is resumed from its last complete checkpoint (a finished run
-            returns at once); one made by another config is refused. Files half-written by a
-            killed process (``.NAME.XXXX.tmp``) are deleted when the run resumes: one process
-            at a time per directory (the sweep's lock sees to that).
+            returns at once); one made by another config is refused. One process at a time per
+            directory: the call holds the sweep's run lock (``out/.lock``, taken here unless this
+            thread holds it already, as a sweep does) and refuses a directory another process is
+            training in. Files half-written by a killed process (``.NAME.XXXX.tmp``) are deleted
+            when the run resumes. ``config.json`` is written only once the data sets, the model
+            and the first checkpoint's evaluation (and measurement) went through, so a call that
+            fails on its settings leaves the directory free for the corrected one.
         measure: settings for the layer-wise measurement at every checkpoint (used when
             ``config.measure``; defaults to :class:`MeasureConfig`).
         progress: show a progress bar with loss and accuracy.
         log: called with one line per checkpoint.
 
     Raises:
-        DiffeoProbeError: a bad config or a run directory holding another config.
+        DiffeoProbeError: a bad config, a run directory holding another config, or one another
+            process is training in.
         TrainingDiverged: the loss became NaN/inf (the last good checkpoint stays).
     """
     validate_config(config)
     measure = measure or MeasureConfig()
-    run_dir = Path(out) if out is not None else None
+    if out is None:
+        return _train(config, None, measure, progress, log)
+    run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DiffeoProbeError(f"out: {str(run_dir)!r} is a file, not a directory")
+    with _run_lock(run_dir):
+        return _train(config, run_dir, measure, progress, log)
+
+
+@contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s run lock (the sweep's) for the block; one this thread holds is reused.
+
+    Raises:
+        DiffeoProbeError: another process (or another thread) holds it; names it and ``run_dir``.
+    """
+    from diffeoprobe.sweep import LOCK_NAME, RunLock
+
+    lock = RunLock(run_dir / LOCK_NAME)
+    if lock.held_here():  # a sweep, an ensemble or a seed group took it to call us
+        yield
+        return
+    if not lock.acquire():
+        owner = lock.owner() or "owner unknown"
+        raise DiffeoProbeError(
+            f"out: another process ({owner}) is training in {str(run_dir)!r}; wait for it to end "
+            "or choose another directory"
+        )
+    try:
+        lock.mark_owner()
+        yield
+    finally:
+        lock.release()
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path | None,
+    measure: MeasureConfig,
+    progress: bool,
+    log: Callable[[str], None],
+) -> RunSummary:
+    """The body of :func:`train` (the config checked, the run lock held)."""
     if run_dir is not None:
-        _claim_run_dir(run_dir, config, measure)
+        _check_run_dir(run_dir, config, measure)  # refused before any work, nothing written
         if (run_dir / "done.json").is_file():
             return _finished(run_dir)
-        for stale in run_dir.rglob(".*.tmp"):  # half-written by a process killed mid-write
-            stale.unlink(missing_ok=True)
     start_time = time.perf_counter()
     device = torch.device(config.device)
 
@@ -154,27 +200,42 @@ def train(
         _restore(run_dir, step, model, optimizer, scheduler)
         log(f"resuming from step {step}")
 
-    def checkpoint(step: int, train_loss: float) -> dict:
-        epoch = step / steps_per_epoch
+    def evaluate(step: int, train_loss: float) -> tuple[dict, pd.DataFrame | None]:
         metrics = dict(
             step=step,
-            epoch=epoch,
+            epoch=step / steps_per_epoch,
             train_loss=train_loss,
             train_error=_error(model, train_set, TRAIN_EVAL_MAX, device),
             test_error=_error_tensors(model, x_test, y_test, device),
         )
+        measured = run_dir is not None and config.measure
+        return metrics, _measure_table(model, probe, config, measure, metrics) if measured else None
+
+    def checkpoint(
+        step: int, train_loss: float, evaluated: tuple[dict, pd.DataFrame | None] | None = None
+    ) -> dict:
+        metrics, table = evaluated or evaluate(step, train_loss)
         if run_dir is not None:
-            _save_checkpoint(run_dir, config, measure, model, optimizer, scheduler, metrics, probe)
+            _save_checkpoint(
+                run_dir, config, measure, model, optimizer, scheduler, metrics, probe, table=table
+            )
         log(
-            f"step {step} (epoch {epoch:.2f}): train error {metrics['train_error']:.4f}, test error {metrics['test_error']:.4f}"
+            f"step {step} (epoch {metrics['epoch']:.2f}): train error {metrics['train_error']:.4f}, test error {metrics['test_error']:.4f}"
         )
         return metrics
 
-    last = (
-        checkpoint(0, math.nan)
+    # the first checkpoint's errors and measurement run before anything is written: a model or a
+    # measurement that fails on this data leaves no config.json to block the corrected call
+    first = (
+        evaluate(0, math.nan)
         if step == 0 and (run_dir is None or 0 not in runs.completed_checkpoints(run_dir))
         else None
     )
+    if run_dir is not None:
+        _claim_run_dir(run_dir, config, measure)
+        for stale in run_dir.rglob(".*.tmp"):  # half-written by a process killed mid-write
+            stale.unlink(missing_ok=True)
+    last = checkpoint(0, math.nan, first) if first is not None else None
 
     # ---- the loop -----------------------------------------------------------------------------
     bar = _progress_bar(progress, total_steps, step)
@@ -270,17 +331,28 @@ def train(
 # ---- helpers (set-up) -------------------------------------------------------------------------
 
 
-def _claim_run_dir(run_dir: Path, config: TrainConfig, measure: MeasureConfig) -> None:
-    wanted = {"train": to_dict(config), "measure": to_dict(measure)}
+def _check_run_dir(run_dir: Path, config: TrainConfig, measure: MeasureConfig) -> bool:
+    """Whether ``run_dir`` holds this run's ``config.json`` already; writes nothing.
+
+    Raises:
+        DiffeoProbeError: it holds another configuration's.
+    """
     path = run_dir / "config.json"
-    if path.is_file():
-        found = runs.read_json(path)
-        if found.get("config") != _jsonable(wanted):
-            raise DiffeoProbeError(
-                f"out: {str(run_dir)!r} holds a run with another configuration; choose another directory"
-            )
-        return
-    runs.write_json(path, {"config": wanted, "versions": runs.versions()})
+    if not path.is_file():
+        return False
+    wanted = {"train": to_dict(config), "measure": to_dict(measure)}
+    if runs.read_json(path).get("config") != _jsonable(wanted):
+        raise DiffeoProbeError(
+            f"out: {str(run_dir)!r} holds a run with another configuration; choose another directory"
+        )
+    return True
+
+
+def _claim_run_dir(run_dir: Path, config: TrainConfig, measure: MeasureConfig) -> None:
+    """Write ``config.json`` (call it once the run's settings are known to work), or check it."""
+    if not _check_run_dir(run_dir, config, measure):
+        wanted = {"train": to_dict(config), "measure": to_dict(measure)}
+        runs.write_json(run_dir / "config.json", {"config": wanted, "versions": runs.versions()})
 
 
 def _jsonable(value: object) -> object:
@@ -422,7 +494,11 @@ def _save_checkpoint(
     scheduler: object,
     metrics: dict,
     probe: torch.Tensor | None,
+    *,
+    table: pd.DataFrame | None = None,
 ) -> None:
+    """Weights, resume state, measurement (``table`` when measured already) and metadata of
+    ``metrics["step"]``; the metadata last, as the mark of a complete checkpoint."""
     step = metrics["step"]
     runs.save_weights(model, runs.checkpoint_path(run_dir, step, ".safetensors"))
     runs.save_training_state(
@@ -435,7 +511,8 @@ def _save_checkpoint(
         },
     )
     if config.measure:
-        table = _measure_table(model, probe, config, measure, metrics)
+        if table is None:
+            table = _measure_table(model, probe, config, measure, metrics)
         runs.write_table(table, run_dir / "measure" / f"step_{step:08d}.parquet")
     runs.write_json(
         runs.checkpoint_path(run_dir, step, ".json"),

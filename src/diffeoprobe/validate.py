@@ -14,15 +14,33 @@ import torch
 
 from diffeoprobe.errors import DiffeoProbeError
 
+MAX_TEMPERATURE = 1e6
+"""The largest temperature accepted anywhere (``0 <= T <= MAX_TEMPERATURE``).
+
+The folding limit ``temperature_range()[1]`` is at most ``2 / pi^2 = 0.203`` (1D, ``cut = 1``) and
+does not grow with the image, so this is millions of times past it: the typical displacement is
+already about a thousand image widths (2D, ``cut = 3``: ``delta = 930 n``), every source point is
+clamped to the border, and larger ``T`` changes nothing but the risk of overflow (``T = 1e300``
+makes ``sqrt(T) * n`` infinite in float32 and the field NaN). Under it the field stays finite in
+float32 for any image that fits in memory (``|u| <~ 10 sqrt(T) n c^2`` pixels, far below ``3e38``).
+"""
+
 
 def check_temperature(temperature: float, name: str = "temperature") -> float:
-    """A finite temperature ``T >= 0`` (``T = 0`` means no deformation)."""
+    """A finite temperature ``0 <= T <= MAX_TEMPERATURE`` (``T = 0`` means no deformation)."""
+    allowed = f"a finite number in [0, {MAX_TEMPERATURE:g}]"
     try:
         value = float(temperature)
     except (TypeError, ValueError):
-        raise DiffeoProbeError(f"{name} must be a real number >= 0, got {temperature!r}") from None
+        raise DiffeoProbeError(f"{name} must be {allowed}, got {temperature!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise DiffeoProbeError(f"{name} must be a finite number >= 0, got {temperature!r}")
+        raise DiffeoProbeError(f"{name} must be {allowed}, got {temperature!r}")
+    if value > MAX_TEMPERATURE:
+        raise DiffeoProbeError(
+            f"{name} must be {allowed}, got {temperature!r}: past it every pixel is clamped to "
+            "the border and the field soon overflows to NaN (the folding limit "
+            "dp.temperature_range(size, cut)[1] is below 0.21)"
+        )
     return value
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -97,10 +96,12 @@ def download(
 
 def _download_one(url: str, path: Path, expected: dict[str, str]) -> Path:
     """Stream one address into a temporary file next to ``path``; rename it once it checks out."""
+    from diffeoprobe.runs import create_temporary
+
     request = urllib.request.Request(url, headers=_HEADERS)
     path.parent.mkdir(parents=True, exist_ok=True)
     digests = {name: hashlib.new(name) for name in expected}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = create_temporary(path, ".part")  # the mode open() gives, not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=_TIMEOUT) as body:
             while chunk := body.read(_CHUNK):

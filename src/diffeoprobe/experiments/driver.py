@@ -131,6 +131,7 @@ def reproduce(
     progress: bool = False,
     log: Callable[[str], None] = lambda message: None,
     overrides: dict[str, str] | None = None,
+    force: bool = False,
 ) -> ReproduceResult:
     """Make the selected figures of ``preset`` in ``out``; resume whatever is already there.
 
@@ -149,13 +150,20 @@ def reproduce(
         overrides: the ``--set KEY=VALUE`` settings ``preset`` was made with (see
             :func:`~diffeoprobe.experiments.overrides.apply_overrides`): recorded in
             ``reproduce.json`` as ``overrides``, next to ``preset_name``; not applied here.
+        force: reuse a directory whose ``reproduce.json`` was written for another preset (or
+            other overrides): its tables, claims and report are replaced by this preset's (runs
+            are never mixed up: a run's id hashes its config). Without it, such a directory is
+            refused before any work.
 
     Raises:
-        DiffeoProbeError: an unknown preset or figure name, a bad executor.
+        DiffeoProbeError: an unknown preset or figure name, a bad executor, an ``out`` made for
+            another preset (without ``force``).
     """
     preset = get_preset(preset)
     specs = figure_specs(preset, only)
     root = Path(out)
+    if not force:
+        _check_same_preset(root, preset, overrides)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     load_start = _load()
@@ -226,6 +234,40 @@ def reproduce(
     report = write_report(root / "report.html", root, summary, specs, results, claims)
     log(f"report: {report}")
     return ReproduceResult(root, preset, results, seconds, run_rows, claims, report, notes)
+
+
+def _check_same_preset(root: Path, preset: Preset, overrides: dict[str, str] | None) -> None:
+    """Refuse ``root`` when its ``reproduce.json`` records another preset (``preset`` holds every
+    field, overrides applied); a directory without one is free."""
+    path = root / "reproduce.json"
+    if not path.is_file():
+        return
+    way_out = (
+        "pass --force to reuse it anyway (its tables, claims and report are replaced; runs are "
+        "never mixed up, their ids hash their configs) or choose a new --out"
+    )
+    try:
+        recorded = files.read_json(path)
+    except DiffeoProbeError as exc:
+        raise DiffeoProbeError(f"out: {exc}; {way_out}") from None
+    wanted = json.loads(json.dumps(asdict(preset), default=str))
+    found = recorded.get("preset")
+    if found == wanted:
+        return
+    found = found if isinstance(found, dict) else {}
+    fields = [k for k in wanted if found.get(k) != wanted[k]]
+    fields += [k for k in found if k not in wanted]
+
+    def describe(name: object, sets: object) -> str:
+        changes = ", ".join(f"{k}={v}" for k, v in sets.items()) if isinstance(sets, dict) else ""
+        return f"{name}" + (f" with --set {changes}" if changes else "")
+
+    raise DiffeoProbeError(
+        f"out: {str(root)!r} holds the outputs of preset "
+        f"{describe(recorded.get('preset_name', '?'), recorded.get('overrides'))}, not of "
+        f"{describe(preset.name, overrides)} (they differ in {', '.join(fields[:6])}"
+        f"{', ...' if len(fields) > 6 else ''}); {way_out}"
+    )
 
 
 # ---- runs ----------------------------------------------------------------------------------------

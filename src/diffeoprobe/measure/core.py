@@ -98,7 +98,8 @@ def measure(
             a DataLoader / iterable of such batches. Labels are ignored.
         delta: typical displacement of the max-entropy diffeo, in pixels (ignored if ``temperature``
             is given): ``temperature = dp.temperature_for(delta, size, cut)``.
-        temperature: the ensemble's temperature T >= 0, overriding ``delta``.
+        temperature: the ensemble's temperature ``0 <= T <= 1e6`` (``MAX_TEMPERATURE``),
+            overriding ``delta``.
         cut: the ensemble's integer frequency cut-off c >= 1.
         interp: ``"bilinear"``, ``"nearest"`` or ``"gaussian"``.
         diffeo: ``"max-entropy"`` (science.md section 2), ``"pixel-shift"`` (the scale-detection
@@ -122,6 +123,13 @@ def measure(
         G, R, D_se, G_se, R_se, Z, n, features``. ``depth`` counts the measured representations
         (input = 0); ``rel_depth = depth / max depth``; ``n`` the number of probe images; ``features``
         the size of the (channel-averaged) representation. ``table.attrs`` records the settings.
+        A NaN in the table only ever means 0/0 (e.g. ``T = 0``: D = G = 0, R undefined; a constant
+        layer: Z = 0); non-finite representations raise instead.
+
+    Raises:
+        DiffeoProbeError: an invalid argument (checked before any forward pass; ``temperature``
+            or ``delta`` past ``MAX_TEMPERATURE`` included), or a layer whose sums are not finite
+            (named in the message).
 
     Example:
         >>> import torch, diffeoprobe as dp
@@ -321,6 +329,24 @@ class _MeasureState:
 
 
 def _table(state: _MeasureState, modules: dict[str, str], attrs: dict[str, object]) -> pd.DataFrame:
+    """The result table; refuses one whose numbers would come from non-finite sums.
+
+    Raises:
+        DiffeoProbeError: naming every layer whose representations or distances were NaN or
+            infinite (D, G, R would be NaN with no reason shown).
+    """
+    broken = [
+        "output" if name == state.output_alias else name
+        for name in state.order
+        if not state.sums[name].is_finite()
+    ]
+    if broken:
+        raise DiffeoProbeError(
+            f"measure: the sums of layer(s) {broken} are not finite (NaN or infinite values in "
+            "the representations of the clean, deformed or noisy probe images), so D, G and R "
+            f"cannot be computed there (temperature={attrs.get('temperature')!r}); check the "
+            "model (overflow, log of a negative) and a custom diffeo or noise"
+        )
     rows = []
     for depth, name in enumerate(state.order):
         s = state.sums[name].result()

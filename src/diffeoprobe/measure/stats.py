@@ -120,6 +120,15 @@ class SensitivitySums:
         )
         self.n += squared.shape[0]
 
+    def is_finite(self) -> bool:
+        """Whether every running sum is finite (a NaN or an infinite representation or distance
+        makes D, G, R and their errors meaningless, not merely undefined as 0/0 is)."""
+        return all(
+            bool(torch.isfinite(t).all())
+            for t in (self._sum_a, self._sum_a2, self._moments)
+            if t is not None
+        )
+
     def result(self) -> Sensitivity:
         """D, G, R and their standard errors; needs at least two images."""
         if self.n < 2:

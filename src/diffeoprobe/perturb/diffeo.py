@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.validate import (
+    MAX_TEMPERATURE,
     check_choice,
     check_cut,
     check_int,
@@ -124,7 +125,8 @@ def sample_displacement(
     Args:
         batch: number of fields ``B`` (one per image).
         size: ``L`` or ``(L,)`` for 1D signals, ``(H, W)`` for 2D images.
-        temperature: ``T >= 0``; the variance of mode ``k`` is ``T / |k|^2``.
+        temperature: ``0 <= T <= MAX_TEMPERATURE`` (1e6, see :mod:`diffeoprobe.validate`:
+            past it the field would overflow); the variance of mode ``k`` is ``T / |k|^2``.
         cut: integer ``c >= 1``; modes with ``|k| < c + 1/2`` are kept (1D: ``i <= c``).
         generator: the random source. Coefficients are drawn in float64 on its device (or on
             ``device`` without one), so a seed gives the same field bit for bit at any ``dtype``.
@@ -228,7 +230,7 @@ def typical_displacement(temperature: float, size: int | Sequence[int], cut: int
     ``cut >= 2``. 1D (exact): ``delta = L sqrt(T S_c / 2)``, ``S_c = sum_{i=1..c} 1 / i^2``.
 
     Args:
-        temperature: ``T >= 0``.
+        temperature: ``0 <= T <= MAX_TEMPERATURE``.
         size: ``n`` (square 2D ``n x n``), ``(H, W)`` (2D) or ``(L,)`` (1D).
         cut: integer ``c``.
 
@@ -248,6 +250,10 @@ def temperature_for(delta: float, size: int | Sequence[int], cut: int = 3) -> fl
     2D: ``T = 4 delta^2 / (pi n^2 ln c)``; 1D: ``T = 2 delta^2 / (L^2 S_c)``. Same ``size``
     convention as :func:`typical_displacement` (an int is a square 2D image).
 
+    Raises:
+        DiffeoProbeError: ``delta`` is negative, not finite, or so large that ``T`` would pass
+            ``MAX_TEMPERATURE`` (about a thousand image widths; the message gives the largest).
+
     Example:
         >>> f"{temperature_for(1.0, 32, cut=3):.3e}"
         '1.132e-03'
@@ -255,7 +261,13 @@ def temperature_for(delta: float, size: int | Sequence[int], cut: int = 3) -> fl
     delta = check_positive(delta, "delta", allow_zero=True)
     size = _formula_size(size)
     per_t, _ = _delta2_per_temperature(size, check_cut(cut))
-    return delta**2 / per_t
+    largest = math.sqrt(per_t * MAX_TEMPERATURE)
+    if delta > largest:  # compared before squaring: delta**2 overflows a float past 1.3e154
+        raise DiffeoProbeError(
+            f"delta must be in [0, {largest:.6g}] pixels for size {size} and cut {cut} "
+            f"(temperature at most {MAX_TEMPERATURE:g}), got {delta!r}"
+        )
+    return min(delta**2 / per_t, MAX_TEMPERATURE)
 
 
 def temperature_range(size: int | Sequence[int], cut: int = 3) -> tuple[float, float]:
@@ -569,8 +581,9 @@ def deform(
 
     Args:
         x: ``(B, C, L)`` or ``(B, C, H, W)``, floating point, any device.
-        temperature: ``T >= 0`` (see :func:`temperature_for` to set it from a displacement in
-            pixels). ``T = 0`` returns ``x.clone()`` without drawing from ``generator``.
+        temperature: ``0 <= T <= MAX_TEMPERATURE`` (see :func:`temperature_for` to set it from a
+            displacement in pixels). ``T = 0`` returns ``x.clone()`` without drawing from
+            ``generator``.
         cut: integer frequency cut-off ``c >= 1``.
         interp: ``"bilinear"``, ``"nearest"`` or ``"gaussian"`` (see :func:`remap`).
         generator: random source for the fields (drawn on its device, then moved to ``x``'s).
