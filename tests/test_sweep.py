@@ -400,7 +400,11 @@ def test_sigkill_of_a_worker_loses_nothing(executor: str, reference, tmp_path: P
 
 
 def worker_killer(in_channels: int, num_classes: int, **options: object) -> None:
-    """A model factory that SIGKILLs its process: a run that takes its worker down every time."""
+    """A model factory that SIGKILLs its process: a run that takes its worker down every time.
+
+    It waits half a second first, so that the other worker is training a run when the pool breaks
+    (at once, the race with the other worker's start-up decided whether any run was beside it)."""
+    time.sleep(0.5)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
