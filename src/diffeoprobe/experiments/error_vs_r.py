@@ -27,8 +27,15 @@ from diffeoprobe.experiments.common import (
     zoo_run,
 )
 from diffeoprobe.experiments.presets import Preset
-from diffeoprobe.experiments.scale_detection import TREND
-from diffeoprobe.experiments.spec import Claim, FigureSpec, Preconditions, Verdict, spearman
+from diffeoprobe.experiments.spec import (
+    TREND,
+    Claim,
+    FigureSpec,
+    Preconditions,
+    Verdict,
+    depth_trend,
+    spearman,
+)
 
 NAME = "error-vs-r"
 PAPER_A, PAPER_B = 0.2, 0.5  # error ~ 0.2 sqrt(R) on CIFAR-10 (Petrini et al. 2021)
@@ -137,8 +144,7 @@ def _cnn_depth(table: pd.DataFrame) -> list[Verdict]:
     for net, rows in table[table["cnn"]].groupby("net", sort=False):
         trained = rows[(rows["state"] == TRAINED) & (rows["k"] >= 1)]
         curve = trained.groupby("k")["R"].mean()
-        rho = spearman(curve.index, curve.to_numpy())
-        holds = rho <= -TREND and curve.iloc[-1] < curve.iloc[0]
+        holds, rho = depth_trend(curve.index, curve.to_numpy(), falling=True)
         values = ", ".join(fmt(v, 2) for v in curve)
         out.append(
             Verdict(

@@ -29,10 +29,16 @@ from diffeoprobe.experiments.common import (
     zoo_run,
 )
 from diffeoprobe.experiments.presets import Preset, ZooNet
-from diffeoprobe.experiments.spec import Claim, FigureSpec, Preconditions, Verdict, spearman
+from diffeoprobe.experiments.spec import (
+    TREND,
+    Claim,
+    FigureSpec,
+    Preconditions,
+    Verdict,
+    depth_trend,
+)
 
 NAME = "noisy-training"
-TREND = 0.5  # the same thresholds as the scale-detection figure
 
 
 def spec(preset: Preset) -> FigureSpec:
@@ -154,11 +160,8 @@ def _trend(part: pd.DataFrame, quantity: str) -> tuple[bool, float, float, float
     """Whether trained R_k falls (G_k rises) with depth in one net's seed-mean curve ``part``;
     with Spearman's rho and the values at layer 1 and at the output."""
     part = part[part["k"] >= 1]
-    rho = spearman(part["k"], part[quantity])
-    first, last = part[quantity].iloc[0], part[quantity].iloc[-1]
-    if quantity == "R":
-        return bool(rho <= -TREND and last < first), rho, first, last
-    return bool(rho >= TREND and last > first), rho, first, last
+    holds, rho = depth_trend(part["k"], part[quantity], falling=quantity == "R")
+    return holds, rho, part[quantity].iloc[0], part[quantity].iloc[-1]
 
 
 def _trends(table: pd.DataFrame, quantity: str) -> list[Verdict]:

@@ -201,13 +201,7 @@ def _scalar(text: str) -> Any:
 def _mapping(text: str) -> dict[str, Any]:
     """A JSON object, or comma-separated ``k=v`` pairs (values read by :func:`_scalar`)."""
     if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise _WrongType(f"not valid JSON: {exc}") from None
-        if not isinstance(value, dict):  # pragma: no cover (a "{" that parses is an object)
-            raise _WrongType("not a JSON object")
-        return value
+        return _json(text)  # a "{" that parses is an object
     out: dict[str, Any] = {}
     for pair in (p for p in text.split(",") if p.strip()):
         key, sep, value = pair.partition("=")
@@ -224,13 +218,14 @@ def _zoo_nets(text: str, current: Sequence[ZooNet]) -> tuple[ZooNet, ...]:
         known.setdefault(net.model, net)
     if not text.startswith("["):
         return tuple(known.get(name, ZooNet(name)) for name in _items(text))
+    return tuple(_zoo_net(entry, known) for entry in _json(text))  # "[" parses to a list
+
+
+def _json(text: str) -> Any:
     try:
-        entries = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise _WrongType(f"not valid JSON: {exc}") from None
-    if not isinstance(entries, list):  # pragma: no cover (a "[" that parses is a list)
-        raise _WrongType("not a JSON list")
-    return tuple(_zoo_net(entry, known) for entry in entries)
 
 
 def _zoo_net(entry: Any, known: Mapping[str, ZooNet]) -> ZooNet:

@@ -30,16 +30,17 @@ from diffeoprobe.experiments.common import (
 )
 from diffeoprobe.experiments.presets import Preset
 from diffeoprobe.experiments.spec import (
+    TREND,
     Claim,
     FigureSpec,
     Preconditions,
     Run,
     Verdict,
+    depth_trend,
     spearman,
 )
 
 NAME = "scale-detection"
-TREND = 0.5  # |Spearman rho| over the layers for "falls" / "rises" (p ~ 0.1 for 8 layers)
 INIT_BAND = 10.0  # "R at init is of order 1": within a decade of 1
 TRAINED_NETS = Preconditions()  # learned, no collapse, enough probes
 
@@ -221,13 +222,8 @@ def _trend(table: pd.DataFrame, quantity: str, *, falling: bool) -> list[Verdict
     for subject, mean, part in _groups(table):
         trained = mean[(mean["state"] == TRAINED) & (mean["k"] >= 1)]
         init = mean[(mean["state"] == INIT) & (mean["k"] >= 1)]
-        rho = spearman(trained["k"], trained[quantity])
+        holds, rho = depth_trend(trained["k"], trained[quantity], falling=falling)
         rho0 = spearman(init["k"], init[quantity])
-        first, last = trained[quantity].iloc[0], trained[quantity].iloc[-1]
-        if falling:
-            holds = rho <= -TREND and last < first
-        else:
-            holds = rho >= TREND and last > first
         values = ", ".join(fmt(v, 2) for v in trained[quantity])
         verdicts.append(
             Verdict(

@@ -168,6 +168,26 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+TREND = 0.5
+"""|Spearman rho| over the layers for "falls" / "rises" with depth (p ~ 0.1 for 8 layers)."""
+
+
+def depth_trend(
+    k: Sequence[float], values: Sequence[float], *, falling: bool
+) -> tuple[bool, float]:
+    """Whether ``values`` fall (rise) with the layer index ``k``: Spearman's rho <= -TREND
+    (>= TREND) and the last value below (above) the first; returns (holds, rho).
+
+    >>> depth_trend([1, 2, 3, 4], [1.0, 0.5, 0.3, 0.1], falling=True)
+    (True, -1.0)
+    """
+    rho = spearman(k, values)
+    first, last = list(values)[0], list(values)[-1]
+    if falling:
+        return bool(rho <= -TREND and last < first), rho
+    return bool(rho >= TREND and last > first), rho
+
+
 def first_last(values: Sequence[float]) -> tuple[float, float]:
     """The first and last entries of a sequence (NaN, NaN when empty)."""
     values = list(values)
