@@ -137,6 +137,16 @@ def test_zoo_nets_from_a_json_list() -> None:
     assert isinstance(preset.zoo[0].lr, float)
 
 
+def test_a_zoo_net_takes_its_own_epochs() -> None:
+    preset = apply_overrides(TINY, {"zoo": '[{"model": "lenet", "epochs": 3}]'})
+    assert preset.zoo == (ZooNet("lenet", epochs=3),)
+    assert common.zoo_run(preset, preset.zoo[0], seed=0).config.epochs == 3
+    assert common.zoo_run(TINY, ZooNet("lenet"), seed=0).config.epochs == TINY.zoo_epochs
+    for bad in ('"3"', "2.5", "true"):
+        with pytest.raises(DiffeoProbeError, match="lenet: epochs takes"):
+            apply_overrides(TINY, {"zoo": f'[{{"model": "lenet", "epochs": {bad}}}]'})
+
+
 def test_no_overrides_is_the_preset_itself() -> None:
     assert apply_overrides(TINY, {}) is TINY
 

@@ -161,7 +161,7 @@ def zoo_run(
         dataset_options=data,
         train_size=preset.zoo_train_size if dataset is None else None,
         test_size=preset.zoo_test_size if dataset is None else None,
-        epochs=preset.zoo_epochs if epochs is None else epochs,
+        epochs=epochs or net.epochs or preset.zoo_epochs,
         batch_size=preset.zoo_batch,
         optimizer=net.optimizer,
         lr=net.lr,

@@ -245,13 +245,19 @@ def _zoo_net(entry: Any, known: Mapping[str, ZooNet]) -> ZooNet:
         hint = hints[key]
         if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             values[key] = float(value)
-        elif (hint is str and isinstance(value, str)) or (
-            typing.get_origin(hint) is dict and isinstance(value, dict)
+        elif (
+            (hint is str and isinstance(value, str))
+            or (typing.get_origin(hint) is dict and isinstance(value, dict))
+            or (hint == int | None and (value is None or _is_int(value)))
         ):
             values[key] = value
         else:
             raise _WrongType(f"{entry['model']}: {key} takes {_type_name(hint)}, got {value!r}")
     return ZooNet(**values)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _type_name(hint: Any) -> str:

@@ -30,6 +30,7 @@ class ZooNet:
     optimizer: str = "sgd"
     lr: float = 0.1
     weight_decay: float = 5e-4
+    epochs: int | None = None  # its passes over the data (None: the preset's zoo_epochs)
 
 
 @dataclass(frozen=True)
@@ -208,8 +209,11 @@ QUICK = Preset(
     noisy_models=("simplecnn",),
     zoo_dataset="fashionmnist",
     zoo=(
-        ZooNet("simplecnn", dict(width=16), **_FM_CNN),
-        ZooNet("lenet", **_FM_CNN),
+        # test errors after 10 epochs (measured): width 16 0.153, width 32 0.119 (3.3x the
+        # time), width 16 with BatchNorm 0.112; LeNet (fixed width) at lr 0.1 0.156, at 0.05
+        # 0.134, at 0.05 for 20 epochs 0.110 (about 2 minutes of a core)
+        ZooNet("simplecnn", dict(width=16, batch_norm=True), **_FM_CNN),
+        ZooNet("lenet", **dict(_FM_CNN, lr=0.05), epochs=20),
         ZooNet("fc2", **_ADAM),
         ZooNet("fc4", dict(width=256), **_ADAM),  # width 1024: 4.5 min a run, 256: under 1
     ),
