@@ -25,7 +25,7 @@ from diffeoprobe.perturb.diffeo import GAUSSIAN_SIGMA
 
 BATCH, CHANNELS, SIDE, CUT = 256, 3, 32, 3  # the measurement setting: CIFAR-sized batch, c = 3
 DENSE_BATCH = 4  # the dense Gaussian kernel holds n^4 weights per image: keep its batch small
-DELTA = 1.0  # typical displacement in pixels (science.md section 2 default)
+DELTA = 1.0  # typical displacement in pixels (docs/science.md section 2 default)
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:

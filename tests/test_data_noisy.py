@@ -1,4 +1,4 @@
-"""Training-noise wrapper (science.md section 8): norm, fixed versus fresh draws, registry option."""
+"""Training-noise wrapper (docs/science.md section 8): norm, fixed versus fresh draws, registry option."""
 
 from __future__ import annotations
 

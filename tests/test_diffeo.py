@@ -120,7 +120,7 @@ def test_paper_temperature_numbers_for_32_pixels_cut_3():
     t_min, t_max = temperature_range(32, cut=3)
     assert t_min == pytest.approx(1 / (math.pi * 32**2 * math.log(3)), rel=1e-12)
     assert t_max == pytest.approx(4 / (math.pi**3 * 9 * math.log(3)), rel=1e-12)
-    # science.md quotes 2.83e-4, 1.31e-2 (the exact value is 1.3047e-2) and 1.13e-3.
+    # docs/science.md quotes 2.83e-4, 1.31e-2 (the exact value is 1.3047e-2) and 1.13e-3.
     assert t_min == pytest.approx(2.83e-4, rel=2e-3)
     assert t_max == pytest.approx(1.31e-2, rel=5e-3)
     assert temperature_for(1.0, 32, cut=3) == pytest.approx(1.13e-3, rel=2e-3)

@@ -1,4 +1,4 @@
-"""Pooling probes (science.md section 5): grid-Laplacian filter spectrum, channel shuffling,
+"""Pooling probes (docs/science.md section 5): grid-Laplacian filter spectrum, channel shuffling,
 paired shuffled measurements and the channel/spatial decomposition of the stability."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The scale-detection tasks (science.md section 6): labels, balance, inputs, splits, errors."""
+"""The scale-detection tasks (docs/science.md section 6): labels, balance, inputs, splits, errors."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def active_positions(x: torch.Tensor) -> list[list[tuple[int, ...]]]:
 
 
 def reference_label(a: tuple[int, ...], b: tuple[int, ...], task: int, d: int, xi: int, gap: int):
-    """The rule of science.md section 6, written independently with plain Python."""
+    """The rule of docs/science.md section 6, written independently with plain Python."""
     if task == 2:
         return int(all(p // xi == q // xi for p, q in zip(a, b, strict=True)))
     if len(a) == 1:

@@ -9,7 +9,7 @@ from diffeoprobe.measure.stats import SensitivitySums
 
 
 def direct(a: torch.Tensor, d: torch.Tensor, g: torch.Tensor) -> dict[str, float]:
-    """The definitions of science.md section 4 with an explicit P x P distance matrix."""
+    """The definitions of docs/science.md section 4 with an explicit P x P distance matrix."""
     p = a.shape[0]
     dist2 = torch.cdist(a, a).square()
     z = (dist2.sum() / (p * (p - 1))).item()  # pairs i != j (the diagonal is zero)

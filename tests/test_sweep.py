@@ -246,7 +246,7 @@ def test_the_example_grids_are_valid() -> None:
         "scale-detection-1d",
     } <= names
     noisy = [s for s in paper if s.grid == "cifar10-noise/cnn"]
-    assert len(noisy) == 10 * 7 * 5  # zoo x noise levels x seeds (science.md sections 8-9)
+    assert len(noisy) == 10 * 7 * 5  # zoo x noise levels x seeds (docs/science.md sections 8-9)
     assert {s.train.dataset_options["noise_norm"] for s in noisy} == {0, 0.01, 0.1, 1, 10, 30, 100}
 
 

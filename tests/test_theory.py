@@ -1,4 +1,4 @@
-"""The idealised pooling nets of science.md section 7: construction, exact values, power laws."""
+"""The idealised pooling nets of docs/science.md section 7: construction, exact values, power laws."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_receptive_field_found_by_probing_single_pixels(
         seen = net(torch.eye(size).unsqueeze(1))[:, 0, 0] > 0  # does pixel p reach unit 0?
     assert int(seen.sum()) == field
     assert seen[:field].all()  # unit 0 reads the pixels 0 .. field - 1
-    # science.md's F + (F - 1) sum_{l=1..L} s^l with L = depth - 1
+    # docs/science.md's F + (F - 1) sum_{l=1..L} s^l with L = depth - 1
     assert field == filter_size + (filter_size - 1) * sum(stride**i for i in range(1, depth))
 
 

@@ -20,7 +20,7 @@ C = TypeVar("C")
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """Settings of the layer-wise measurement (science.md section 4)."""
+    """Settings of the layer-wise measurement (docs/science.md section 4)."""
 
     probe_size: int = field(default=500, metadata={"help": "P, test images used as probes"})
     delta: float = field(
@@ -48,7 +48,7 @@ class MeasureConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run: data, model, optimiser, schedule, checkpoints (science.md sections 6, 8)."""
+    """One training run: data, model, optimiser, schedule, checkpoints (docs/science.md sections 6, 8)."""
 
     model: str = field(default="simplecnn", metadata={"help": "zoo name or module.path:factory"})
     model_options: dict[str, Any] = field(

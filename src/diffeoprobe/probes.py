@@ -1,4 +1,4 @@
-"""Probes of the two pooling mechanisms (science.md section 5).
+"""Probes of the two pooling mechanisms (docs/science.md section 5).
 
 - **Spatial pooling.** :func:`filter_spectrum` projects every filter of every convolution on the
   eigenmodes of the Laplacian of the filter's grid (:func:`laplacian_eigenbasis`) and reports the
@@ -123,7 +123,7 @@ def filter_spectrum(model: nn.Module, *, group_degenerate: bool = False) -> pd.D
     kernel shape: ``e[f, m] = <w_f, v_m>^2``, ``E_f = sum_m e[f, m] = ||w_f||^2``. Per layer:
 
     - ``energy_fraction`` = ``sum_f e[f, m] / sum_f E_f``, the fraction of the layer's total
-      filter energy in mode m (science.md section 5). It is the mean of the per-filter normalised
+      filter energy in mode m (docs/science.md section 5). It is the mean of the per-filter normalised
       distributions ``p[f, m] = e[f, m] / E_f`` weighted by ``E_f``; ``energy_fraction_se`` treats
       each filter's ``p[f]`` as one sample (delta method for the ratio):
       ``se^2 = n / (n - 1) * sum_f (e[f, m] - F_m E_f)^2 / (sum_f E_f)^2``.
@@ -252,7 +252,7 @@ def channel_shuffle(
 
     - ``per_filter=True``: each output filter ``o`` gets its own independent uniform permutation
       ``perm_o``: every filter keeps its spatial shape and its multiset of weights, and the learned
-      combination of channels is destroyed (science.md section 5).
+      combination of channels is destroyed (docs/science.md section 5).
     - ``per_filter=False``: one permutation shared by all filters of a convolution, i.e. the
       convolution reads a fixed permutation of its input channels.
 

@@ -1,4 +1,4 @@
-"""Idealised pooling networks: exact sensitivities and asymptotic laws (science.md section 7).
+"""Idealised pooling networks: exact sensitivities and asymptotic laws (docs/science.md section 7).
 
 The idealised net is a stack of ``depth`` layers, each a convolution with a constant (averaging)
 filter and no bias, followed by an activation, on a periodic signal that is zero except for one
@@ -75,7 +75,7 @@ _PADS = {1: nn.CircularPad1d, 2: nn.CircularPad2d}
 def receptive_field(depth: int, filter_size: int, stride: int) -> int:
     """Input pixels seen by one unit of layer ``depth``: ``1 + (F - 1)(1 + s + ... + s^(depth-1))``.
 
-    science.md section 7 writes ``F + (F - 1) sum_{l=1..L} s^l``: the same number for ``L = depth -
+    docs/science.md section 7 writes ``F + (F - 1) sum_{l=1..L} s^l``: the same number for ``L = depth -
     1`` (its sum starts after the first layer), checked by probing in tests/test_theory.py.
 
     >>> receptive_field(7, 2, 2), receptive_field(12, 2, 1)

@@ -67,7 +67,7 @@ def check_int(value: object, name: str, *, minimum: int = 1, maximum: int | None
 
 
 def check_cut(cut: object, name: str = "cut") -> int:
-    """The integer frequency cut-off ``c >= 1`` of the max-entropy ensemble (science.md section 2)."""
+    """The integer frequency cut-off ``c >= 1`` of the max-entropy ensemble (docs/science.md section 2)."""
     return check_int(cut, name, minimum=1)
 
 

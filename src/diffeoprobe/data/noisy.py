@@ -1,4 +1,4 @@
-"""Training on noisy images (science.md section 8): white noise of total norm ``s`` added to each image.
+"""Training on noisy images (docs/science.md section 8): white noise of total norm ``s`` added to each image.
 
 The noise of image ``i`` is ``eta = z * s / sqrt(C * H * W)`` with ``z ~ N(0, I)``, so that
 ``||eta|| ~ s`` (relative spread ``~ 1 / sqrt(2 C H W)``). It is drawn from a generator seeded by
@@ -70,7 +70,7 @@ def image_noise(
 
 
 class NoisyDataset(Dataset):
-    """A dataset whose images carry white noise of total norm ``noise_norm`` (science.md section 8).
+    """A dataset whose images carry white noise of total norm ``noise_norm`` (docs/science.md section 8).
 
     Items of ``dataset`` are ``(x, y, ...)`` with ``x`` a float image ``(C, H, W)`` (or ``(C, L)``);
     ``x + eta`` replaces ``x``, the rest passes through.

@@ -57,7 +57,7 @@ def build_dataset(
         normalize: subtract the per-channel mean and divide by the std of the training split
             (:data:`~diffeoprobe.data.transforms.NORMALIZATION`; image data sets only).
         noise_norm: add white noise of total norm ``noise_norm`` to every image, after
-            ``normalize`` (science.md section 8; :mod:`~diffeoprobe.data.noisy`); ``0`` adds none.
+            ``normalize`` (docs/science.md section 8; :mod:`~diffeoprobe.data.noisy`); ``0`` adds none.
         noise_mode: ``"fixed"`` (one draw per image, every epoch) or ``"fresh"`` (a new draw each
             epoch, chosen with ``set_epoch``).
         **options: the data set's own options: ``download`` for the file-backed sets (fetch missing

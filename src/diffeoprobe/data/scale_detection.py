@@ -1,4 +1,4 @@
-"""The scale-detection tasks (science.md section 6): is the distance between two active pixels
+"""The scale-detection tasks (docs/science.md section 6): is the distance between two active pixels
 smaller than a scale ``xi``?
 
 Each input is a 1D signal of length ``d`` (or a ``d x d`` image) that is zero except at two distinct
@@ -74,7 +74,7 @@ def scale_detection(
     seed: int = 0,
     value: float = 1.0,
 ) -> TensorDataset:
-    """One split of a scale-detection data set (science.md section 6).
+    """One split of a scale-detection data set (docs/science.md section 6).
 
     All unordered pairs of distinct positions are labelled by :func:`pair_labels` (task 1: periodic
     distance in 1D, Euclidean in 2D, against ``xi -/+ gap``; task 2: same block of side ``xi``).

@@ -2,7 +2,7 @@
 
 The augmentations act on a whole batch ``(B, C, H, W)`` at once, with one random draw per sample and
 no Python loop over samples, so the training loop applies them per batch on the batch's device
-(science.md section 8: CIFAR-10 is trained with random crop + flip).
+(docs/science.md section 8: CIFAR-10 is trained with random crop + flip).
 """
 
 from __future__ import annotations

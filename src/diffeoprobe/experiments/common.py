@@ -3,10 +3,10 @@ averaging over seeds.
 
 A figure's builder receives a :class:`Context`; ``context.table(run)`` gives the run's layer-wise
 table at initialisation and at the end of training (``state`` = ``init`` / ``trained``), measured
-as science.md prescribes for its data set:
+as docs/science.md prescribes for its data set:
 
 - On ``scale-detection`` the diffeo is the task's pixel shift. For Task 2 a move that crosses a
-  block of side ``xi`` is undone (science.md section 6); ``train()``'s own measurement uses the
+  block of side ``xi`` is undone (docs/science.md section 6); ``train()``'s own measurement uses the
   unconstrained shift, so Task-2 checkpoints are measured again here.
 - A pixel shift moves every nonzero pixel, so on noisy scale-detection signals it would move the
   noise too: nets trained on noisy signals are probed on the clean test signals.
@@ -71,7 +71,7 @@ def run_id(config: TrainConfig, measure: MeasureConfig) -> str:
 
 
 def measure_config(preset: Preset) -> MeasureConfig:
-    """The measurement of every run: science.md section 4 with ``P = preset.probe_size``."""
+    """The measurement of every run: docs/science.md section 4 with ``P = preset.probe_size``."""
     return MeasureConfig(probe_size=preset.probe_size)
 
 
@@ -92,7 +92,7 @@ def sd_run(
     adam_lr: float | None = None,
     batch_size: int | None = None,
 ) -> Run:
-    """The 1D scale-detection CNN on Task ``task`` (science.md section 6), hinge loss, plain SGD
+    """The 1D scale-detection CNN on Task ``task`` (docs/science.md section 6), hinge loss, plain SGD
     at ``lr = lr_per_width * width`` (the preset's by default; Adam at ``adam_lr`` when given),
     stopped at zero training error."""
     width = width or preset.sd_width
@@ -150,7 +150,7 @@ def zoo_run(
     loss: str = "cross-entropy",
     augment: bool | None = None,
 ) -> Run:
-    """A zoo net on the preset's real-image data set (or ``dataset``), science.md section 8."""
+    """A zoo net on the preset's real-image data set (or ``dataset``), docs/science.md section 8."""
     data = dict(preset.zoo_dataset_options if dataset_options is None else dataset_options)
     if noise_norm:
         data["noise_norm"] = float(noise_norm)
@@ -295,7 +295,7 @@ class Context:
 
     def init_tables(self, run: Run, count: int) -> pd.DataFrame:
         """The run's representations at initialisation for seeds ``0 .. count - 1``: the paper
-        averages the untrained value over 5 initialisations (science.md section 4). Seeds that
+        averages the untrained value over 5 initialisations (docs/science.md section 4). Seeds that
         were trained come from their init checkpoint (``table``); the others are fresh nets built
         and measured with that seed, as ``train()`` would have."""
         from diffeoprobe.measure import measure

@@ -1,6 +1,6 @@
 """Figure ``error-vs-r``: test error against R at the output across a zoo (the predecessor's headline).
 
-science.md section 8: across architectures on CIFAR-10, Petrini et al. (2021) found test error ~
+docs/science.md section 8: across architectures on CIFAR-10, Petrini et al. (2021) found test error ~
 0.2 sqrt(R_f), R_f the relative sensitivity of the output, about 1 at initialisation and decades
 lower after training. Here every net of the preset's zoo is trained, R at its output is measured
 at initialisation and at the end, and ``error = a R^b`` is fitted (least squares in log-log, one
@@ -110,7 +110,7 @@ def spec(preset: Preset) -> FigureSpec:
                 "judged (the standard and paper presets judge it)."
             )
         ),
-        paper="Petrini et al. 2021, Fig. 3 / science.md section 8 (error ~ 0.2 sqrt(R))",
+        paper="Petrini et al. 2021, Fig. 3 / docs/science.md section 8 (error ~ 0.2 sqrt(R))",
         runs=runs,
         measure=measure_config(preset),
         probes=(),

@@ -1,6 +1,6 @@
 """Figure ``theory``: the idealised pooling nets, exact against the power laws, ReLU against tanh.
 
-science.md section 7 and docs/theory.md: 1D nets of constant filters (F = 2) at stride 1 and 2,
+docs/science.md section 7 and docs/theory.md: 1D nets of constant filters (F = 2) at stride 1 and 2,
 one active pixel, the diffeo moves it by one, matched noise. "Exact" is the project's own
 ``measure`` run on the constructed net (:func:`diffeoprobe.theory.exact_sensitivities`); "law" is
 :func:`diffeoprobe.theory.power_laws`. tanh is shown at a small amplitude (a = 0.1, where the

@@ -1,6 +1,6 @@
 """Figure ``noisy-training``: nets trained on images carrying white noise of total norm s.
 
-science.md section 8 (paper Fig. 1 and 10): training images get noise ``z s / sqrt(C H W)``; the
+docs/science.md section 8 (paper Fig. 1 and 10): training images get noise ``z s / sqrt(C H W)``; the
 claim is that the trends of D_k, G_k, R_k (R falls, G rises with depth after training) survive.
 ``quick`` trains the 1D scale-detection CNN on noisy signals and probes it with the clean test
 signals (the pixel shift would move the noise pixels too); ``paper`` trains CIFAR-10 nets and

@@ -1,4 +1,4 @@
-"""Figure ``pooling``: spatial versus channel pooling (science.md section 5; paper Fig. 3, 4, 9, 11-14).
+"""Figure ``pooling``: spatial versus channel pooling (docs/science.md section 5; paper Fig. 3, 4, 9, 11-14).
 
 For each probed net (the 1D scale-detection CNNs, and the real-image CNNs of the zoo):
 

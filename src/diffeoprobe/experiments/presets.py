@@ -1,6 +1,6 @@
 """Presets: the sizes every figure is made at (one place for every number, with its reason).
 
-- ``paper``: the full protocol of science.md sections 6, 8 and 9 (width 1000, 10 seeds, the
+- ``paper``: the full protocol of docs/science.md sections 6, 8 and 9 (width 1000, 10 seeds, the
   CIFAR-10 zoo, 250-300 epochs): for a GPU or a cluster (``--executor dask``).
 - ``standard``: between the two: the 1D CNN at width 256 with the papers' training and 5 seeds, a
   2D scale-detection zoo, the Fashion-MNIST zoo for 30 epochs; hours on 2 CPU cores, minutes on a GPU.
@@ -23,7 +23,7 @@ __all__ = ["PRESETS", "Preset", "ZooNet", "get_preset"]
 
 @dataclass(frozen=True)
 class ZooNet:
-    """A net of a zoo and how it is trained (science.md section 8)."""
+    """A net of a zoo and how it is trained (docs/science.md section 8)."""
 
     model: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -40,11 +40,11 @@ class Preset:
     name: str
     description: str
     seeds: tuple[int, ...]
-    probe_size: int  # P, test images used as probes (science.md section 4: 500)
+    probe_size: int  # P, test images used as probes (docs/science.md section 4: 500)
     checkpoints: int  # log-spaced checkpoints of every run besides init and end
     threads: int | None  # torch threads per run (None: torch's default)
     executor: str  # default executor of the runs: serial | local | dask
-    # the 1D scale-detection CNN (science.md section 6)
+    # the 1D scale-detection CNN (docs/science.md section 6)
     sd_d: int = 128  # signal length
     sd_xi: int = 32  # scale
     sd_depth: int = 7  # log2(d): 128 -> 1 with filter 2, stride 2
@@ -65,21 +65,21 @@ class Preset:
     # batch sd_stride1_batch (None: sd_batch)
     sd_stride1_adam_lr: float | None = None
     sd_stride1_batch: int | None = None
-    # the 2D scale-detection zoo (science.md section 6, Fig. 5, 8, 9)
+    # the 2D scale-detection zoo (docs/science.md section 6, Fig. 5, 8, 9)
     sd2d_models: tuple[ZooNet, ...] = ()
     sd2d_epochs: int = 300
-    sd2d_data: dict[str, Any] = field(  # the 2D task's data set options (science.md section 6)
+    sd2d_data: dict[str, Any] = field(  # the 2D task's data set options (docs/science.md section 6)
         default_factory=lambda: dict(dim=2, d=28, xi=14, gap=2, train_size=1024)
     )
     sd2d_seeds: int | None = None  # how many of the seeds the 2D zoo is trained with (None: all)
-    # the idealised nets (science.md section 7, docs/theory.md)
+    # the idealised nets (docs/science.md section 7, docs/theory.md)
     theory_depth1: int = 256  # stride 1
     theory_kmin1: int = 16  # fits on k >= kmin1 (stride 1)
     theory_depth2: int = 10  # stride 2
     theory_size2: int | None = None  # input side at stride 2 (None: theory's default)
     theory_draws: int = 4
     theory_tolerance: float = 0.05  # on exponents (powers) and rates (units of ln 2)
-    # noisy training (science.md section 8)
+    # noisy training (docs/science.md section 8)
     noise_norms: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0, 10.0, 30.0, 100.0)  # absolute
     noise_levels: tuple[float, ...] = ()  # s / ||x|| (mean image norm); overrides noise_norms
     noisy_seeds: tuple[int, ...] = (0,)  # of the 1D CNN on noisy signals
@@ -100,7 +100,8 @@ class Preset:
     pooling_models: tuple[str, ...] = ("vgg11", "vgg11bn", "alexnet", "lenet")
     shuffle_permutations: int = 5
     # claims
-    init_seeds: int = 5  # initialisations averaged for the untrained value (science.md section 4)
+    # initialisations averaged for the untrained value (docs/science.md section 4)
+    init_seeds: int = 5
     r_drop: float = 10.0  # trained R at the last layer at least this many times below init
     judge_error_law: bool = True  # judge error versus R across the zoo (else report the fit)
     time_budget_s: float | None = None  # the preset's stated wall time
@@ -112,7 +113,7 @@ _ADAM = dict(optimizer="adam", lr=1e-3, weight_decay=0.0)
 PAPER = Preset(
     name="paper",
     description=(
-        "the full protocol of science.md sections 6, 8, 9: the 1D CNN at width 1000 and a 2D zoo "
+        "the full protocol of docs/science.md sections 6, 8, 9: the 1D CNN at width 1000 and a 2D zoo "
         "on scale detection (10 seeds), the CIFAR-10 zoo (250 epochs, SGD 0.1, cosine, crop + "
         "flip), noisy CIFAR-10; for a GPU or a cluster"
     ),
@@ -124,7 +125,7 @@ PAPER = Preset(
     sd_width=1000,
     sd_batch=8,
     sd_lr_per_width=0.01,
-    # weight decay 0, not science.md's 0.01: at lr 0.01 x width that decayed every weight of a
+    # weight decay 0, not docs/science.md's 0.01: at lr 0.01 x width that decayed every weight of a
     # width-64 net to zero within 150 epochs (measured; not tried at width 1000)
     sd_weight_decay=0.0,
     sd_stride1=(5, 8),  # receptive field 33 >= xi + gap: stride 1 can see a pair 32 apart
@@ -160,7 +161,7 @@ PAPER = Preset(
 )
 
 # The papers' training of the 1D scale-detection CNN: batch 8, plain SGD at lr 0.01 x width, no
-# momentum, no weight decay (science.md's 0.01 decayed every weight of a width-64 net to zero within
+# momentum, no weight decay (docs/science.md's 0.01 decayed every weight of a width-64 net to zero within
 # 150 epochs at this lr: measured), hinge loss, to zero training error.
 _PAPER_SD = dict(sd_batch=8, sd_lr_per_width=0.01, sd_weight_decay=0.0)
 _FM_CNN = dict(_CIFAR_SGD)  # the CIFAR recipe on Fashion-MNIST: SGD 0.1, momentum 0.9, wd 5e-4

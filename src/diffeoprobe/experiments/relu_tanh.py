@@ -1,6 +1,6 @@
 """Figure ``relu-tanh``: the same scale-detection nets with tanh, and the idealised nets.
 
-science.md section 1 and 7: ReLU rectifies the noise, which acquires a positive mean that pooling
+docs/science.md section 1 and 7: ReLU rectifies the noise, which acquires a positive mean that pooling
 sums layer after layer (G_k rises); an odd activation keeps the noise zero-mean, so it averages out.
 The 1D scale-detection CNN is trained with ReLU and with tanh (same seeds, same training); the
 idealised stride-2 net of the same depth is shown with both activations.

@@ -120,9 +120,9 @@ class FigureSpec:
         name: the name ``--only`` takes (``scale-detection``, ``theory``, ...).
         title: one line for the report.
         description: what the figure shows and how it is made (a paragraph for the report).
-        paper: the figures of the papers it reproduces (science.md section 9).
+        paper: the figures of the papers it reproduces (docs/science.md section 9).
         runs: the training runs it needs (shared runs are trained once).
-        measure: the layer-wise measurement of every run (science.md section 4).
+        measure: the layer-wise measurement of every run (docs/science.md section 4).
         probes: what is measured beyond ``train()``'s own tables, in words.
         build: ``build(context) -> table``: the figure's tidy table from the finished runs.
         plot: ``plot(table) -> Figure``.

@@ -1,4 +1,4 @@
-"""``measure``: D_k, G_k, R_k for every layer of any ``nn.Module`` (science.md section 4)."""
+"""``measure``: D_k, G_k, R_k for every layer of any ``nn.Module`` (docs/science.md section 4)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def measure(
             overriding ``delta``.
         cut: the ensemble's integer frequency cut-off c >= 1.
         interp: ``"bilinear"``, ``"nearest"`` or ``"gaussian"``.
-        diffeo: ``"max-entropy"`` (science.md section 2), ``"pixel-shift"`` (the scale-detection
+        diffeo: ``"max-entropy"`` (docs/science.md section 2), ``"pixel-shift"`` (the scale-detection
             moves of section 6) or a callable ``(x, generator) -> tau x``.
         noise: ``"matched"`` (isotropic, per-image norm ``||tau x - x||``), ``"rectified"`` (the 1D
             scripts' variant) or a callable ``(x, tau x, generator) -> eta``.

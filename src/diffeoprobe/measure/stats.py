@@ -1,4 +1,4 @@
-"""Streaming sums for the sensitivities D_k, G_k, R_k of one representation (science.md section 4).
+"""Streaming sums for the sensitivities D_k, G_k, R_k of one representation (docs/science.md section 4).
 
 Pure tensor maths, no model: :class:`SensitivitySums` is fed one batch at a time with the clean
 representations ``a_i = f_k(x_i)`` and the per-image squared distances

@@ -4,7 +4,7 @@ A factory takes ``(in_channels, num_classes, **options)``; :func:`build` checks 
 its signature, so a misspelt option is a :class:`~diffeoprobe.errors.DiffeoProbeError` listing the
 accepted ones. Models take no seed: call ``torch.manual_seed`` before :func:`build`.
 
-The zoo of the papers (science.md section 8), CIFAR-sized and working on 28 x 28 inputs too:
+The zoo of the papers (docs/science.md section 8), CIFAR-sized and working on 28 x 28 inputs too:
 ``vgg11 vgg11bn vgg13bn vgg16bn vgg19bn resnet18 resnet34 resnet50 alexnet lenet efficientnetb0``;
 the fully connected ``fc2 fc4 fc6``; the 1D scale-detection net ``scalecnn1d``; the configurable
 ``simplecnn`` / ``simplecnn1d``. Models whose first dense layer depends on the image side (``lenet``,

@@ -1,4 +1,4 @@
-"""CIFAR-style ResNets (He et al. 2016), as trained in the papers (science.md section 8).
+"""CIFAR-style ResNets (He et al. 2016), as trained in the papers (docs/science.md section 8).
 
 A 3x3 stem convolution with stride 1 and no max-pool (32 x 32 inputs are small), four stages of
 64, 128, 256, 512 planes (strides 1, 2, 2, 2), global average pooling and one Linear. Stages are

@@ -1,4 +1,4 @@
-"""The 1D CNN of the scale-detection experiments (science.md sections 6 and 7; paper Fig. 7).
+"""The 1D CNN of the scale-detection experiments (docs/science.md sections 6 and 7; paper Fig. 7).
 
 ``depth`` blocks ``conv -> act`` (filter 2, stride 2, ``width`` channels by default), global average
 pooling and a linear readout, in the NTK / mean-field parametrisation the paper trains with

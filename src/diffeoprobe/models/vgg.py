@@ -1,4 +1,4 @@
-"""CIFAR-style VGG (Simonyan & Zisserman 2015), as trained in the papers (science.md section 8).
+"""CIFAR-style VGG (Simonyan & Zisserman 2015), as trained in the papers (docs/science.md section 8).
 
 3x3 convolutions (padding 1) -> BatchNorm (``bn`` variants) -> ReLU, 2x2 max-pools between the
 stages, then one Linear ``512 -> num_classes`` (the usual CIFAR VGG: no 4096-wide classifier).

@@ -1,4 +1,4 @@
-"""Max-entropy diffeomorphisms of 1D signals and 2D images (science.md section 2).
+"""Max-entropy diffeomorphisms of 1D signals and 2D images (docs/science.md section 2).
 
 A displacement component is a random sine series that vanishes on the border,
 
@@ -42,7 +42,7 @@ from diffeoprobe.validate import (
 INTERPOLATIONS = ("bilinear", "nearest", "gaussian")
 
 # Width of the Gaussian interpolation kernel in pixels: the published reference's value
-# (science.md section 2, "sigma about 0.47 pixel").
+# (docs/science.md section 2, "sigma about 0.47 pixel").
 GAUSSIAN_SIGMA = 0.4715
 
 

@@ -1,4 +1,4 @@
-"""Isotropic noise matched in norm to the change a diffeomorphism made (science.md section 3)."""
+"""Isotropic noise matched in norm to the change a diffeomorphism made (docs/science.md section 3)."""
 
 from __future__ import annotations
 

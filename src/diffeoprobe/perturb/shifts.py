@@ -1,4 +1,4 @@
-"""The diffeomorphism of the scale-detection tasks: active pixels move by one (science.md section 6)."""
+"""The diffeomorphism of the scale-detection tasks: active pixels move by one (docs/science.md section 6)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def task_diffeo(
     """The ``diffeo`` that :func:`~diffeoprobe.measure.measure` takes for a data set.
 
     ``"auto"`` becomes the task's own pixel shift on ``scale-detection`` (for Task 2 kept inside
-    the blocks of side ``xi``, so that no label changes; science.md section 6) and
+    the blocks of side ``xi``, so that no label changes; docs/science.md section 6) and
     ``"max-entropy"`` elsewhere. Any other name is returned unchanged.
 
     Args:
