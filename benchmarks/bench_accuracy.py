@@ -15,7 +15,7 @@ from pathlib import Path
 
 from diffeoprobe.config import MeasureConfig, TrainConfig
 from diffeoprobe.data.idx import FASHION_MNIST_DIR
-from diffeoprobe.train import train
+from diffeoprobe.training import train
 
 OUT = Path("out/bench-accuracy")
 SETTINGS = {

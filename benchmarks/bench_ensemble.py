@@ -23,7 +23,7 @@ import torch
 
 from diffeoprobe.config import TrainConfig
 from diffeoprobe.ensemble import train_together
-from diffeoprobe.train import train
+from diffeoprobe.training import train
 
 SEEDS = 8
 TARGET = 1 / 3

@@ -37,7 +37,7 @@ from diffeoprobe.sweep import expand_grid
 PLAIN_LOOP = """
 import json, sys, torch
 from diffeoprobe.config import MeasureConfig, TrainConfig
-from diffeoprobe.train import train
+from diffeoprobe.training import train
 torch.set_num_threads(int(sys.argv[2]))
 for item in json.load(open(sys.argv[1])):
     train(TrainConfig(**item["train"]), item["out"], measure=MeasureConfig(**item["measure"]))

@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from diffeoprobe import data, models
 from diffeoprobe.config import TrainConfig
-from diffeoprobe.data import build_dataset
 from diffeoprobe.data.idx import FASHION_MNIST_DIR
-from diffeoprobe.models import build
-from diffeoprobe.train import train
+from diffeoprobe.training import train
 
 BATCH = 128
 
@@ -28,7 +27,7 @@ BATCH = 128
 def minimal_loop(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
     """The loop a researcher writes by hand; returns images per second."""
     torch.manual_seed(0)
-    model = build("simplecnn", 1, 10)
+    model = models.build("simplecnn", 1, 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     model.train()
     start = time.perf_counter()
@@ -64,13 +63,13 @@ def run(quick: bool = False) -> list[dict]:
     n, epochs, repeats = (1024, 1, 2) if quick else (4096, 1, 3)
     if Path(FASHION_MNIST_DIR).is_dir():
         dataset, options = "fashionmnist", {}
-        x, y = build_dataset("fashionmnist", split="train")[:n]
+        x, y = data.build("fashionmnist", split="train")[:n]
     else:  # the same shapes from the synthetic task, so the comparison still runs
         dataset, options = (
             "scale-detection",
             {"dim": 2, "d": 28, "xi": 14, "gap": 2, "train_size": n, "test_size": 512},
         )
-        x, y = build_dataset(dataset, split="train", **options)[:n]
+        x, y = data.build(dataset, split="train", **options)[:n]
     ours, theirs = [], []
     for _ in range(repeats):  # interleaved, so both see the same machine load
         theirs.append(minimal_loop(x, y, epochs))

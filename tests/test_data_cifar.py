@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffeoprobe.data import build_dataset, load_cifar10
+from diffeoprobe.data import build, load_cifar10
 from diffeoprobe.data import cifar as cifar_module
 from diffeoprobe.data.cifar import CIFAR10_DIR, RestrictedUnpickler, read_cifar_batch
 from diffeoprobe.data.download import RemoteFile
@@ -127,12 +127,12 @@ def test_cifar10_loads_scaled_rgb_images_from_each_layout(tmp_path, split, layou
 def test_cifar10_is_registered_with_its_options(tmp_path):
     batches = batches_for("test")
     write_directory(tmp_path / CIFAR10_DIR, batches)
-    plain = build_dataset("cifar10", data_dir=tmp_path)
-    normalized = build_dataset("cifar10", data_dir=tmp_path, normalize=True)
+    plain = build("cifar10", data_dir=tmp_path)
+    normalized = build("cifar10", data_dir=tmp_path, normalize=True)
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in NORMALIZATION["cifar10"])
     torch.testing.assert_close(normalized.tensors[0], (plain.tensors[0] - mean) / std)
-    with pytest.raises(DiffeoProbeError, match="does not accept d;.*download"):
-        build_dataset("cifar10", data_dir=tmp_path, d=3)
+    with pytest.raises(DiffeoProbeError, match="does not take 'd'; it takes: download"):
+        build("cifar10", data_dir=tmp_path, d=3)
 
 
 class Evil:
@@ -276,7 +276,7 @@ def test_batches_with_wrong_contents_are_refused(tmp_path, edit, message):
 def test_missing_cifar10_says_what_to_put_where_and_how_to_download(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(DiffeoProbeError) as err:
-        build_dataset("cifar10")
+        build("cifar10")
     message = str(err.value)
     default = tmp_path / ".cache" / "diffeoprobe" / "cifar10"
     for part in (
@@ -297,7 +297,7 @@ def test_download_true_fetches_the_archive_once(tmp_path, monkeypatch):
     remote = RemoteFile("cifar-10-python.tar.gz", (source.as_uri(),), md5)
     monkeypatch.setattr(cifar_module, "CIFAR10_REMOTE", remote)
     data_dir = tmp_path / "data"
-    x, _ = build_dataset("cifar10", data_dir=data_dir, download=True)[:]
+    x, _ = build("cifar10", data_dir=data_dir, download=True)[:]
     assert (data_dir / "cifar-10-python.tar.gz").read_bytes() == source.read_bytes()
     source.unlink()  # a second load reads the local copy, fetching nothing
-    torch.testing.assert_close(build_dataset("cifar10", data_dir=data_dir).tensors[0], x)
+    torch.testing.assert_close(build("cifar10", data_dir=data_dir).tensors[0], x)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffeoprobe.data import build_dataset, download
+from diffeoprobe.data import build, download
 from diffeoprobe.data import idx as idx_module
 from diffeoprobe.data.download import RemoteFile, missing_files_error
 from diffeoprobe.errors import DiffeoProbeError
@@ -124,12 +124,12 @@ def mnist_site(tmp_path, monkeypatch):
 
 def test_mnist_download_falls_back_to_a_mirror(tmp_path, mnist_site):
     data_dir = tmp_path / "mnist"
-    x, y = build_dataset("mnist", data_dir=data_dir, download=True)[:]
+    x, y = build("mnist", data_dir=data_dir, download=True)[:]
     assert x.shape == (5, 1, 28, 28) and y.shape == (5,)
     assert sorted(p.name for p in data_dir.iterdir()) == sorted(
         p.name for p in mnist_site.iterdir()
     )
-    torch.testing.assert_close(build_dataset("mnist", data_dir=data_dir).tensors[0], x)
+    torch.testing.assert_close(build("mnist", data_dir=data_dir).tensors[0], x)
 
 
 def test_mnist_download_skips_files_already_there_plain_or_gz(tmp_path, mnist_site):
@@ -137,7 +137,7 @@ def test_mnist_download_skips_files_already_there_plain_or_gz(tmp_path, mnist_si
     data_dir.mkdir()
     labels = gzip.decompress((mnist_site / "t10k-labels-idx1-ubyte.gz").read_bytes())
     (data_dir / "t10k-labels-idx1-ubyte").write_bytes(labels)
-    build_dataset("mnist", data_dir=data_dir, download=True)
+    build("mnist", data_dir=data_dir, download=True)
     assert sorted(p.name for p in data_dir.iterdir()) == [
         "t10k-images-idx3-ubyte.gz",
         "t10k-labels-idx1-ubyte",
@@ -147,7 +147,7 @@ def test_mnist_download_skips_files_already_there_plain_or_gz(tmp_path, mnist_si
 def test_mnist_default_directory_message(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(DiffeoProbeError) as err:
-        build_dataset("mnist", split="train")
+        build("mnist", split="train")
     message = str(err.value)
     assert "needs data_dir" in message
     assert str(tmp_path / ".cache" / "diffeoprobe" / "mnist") in message
@@ -156,5 +156,5 @@ def test_mnist_default_directory_message(tmp_path, monkeypatch):
 
 
 def test_data_set_without_files_refuses_download():
-    with pytest.raises(DiffeoProbeError, match="does not accept download .it reads no files."):
-        build_dataset("scale-detection", download=True)
+    with pytest.raises(DiffeoProbeError, match="does not take 'download' .it reads no files."):
+        build("scale-detection", download=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffeoprobe.data import build_dataset, load_idx_dataset, read_idx
+from diffeoprobe.data import build, load_idx_dataset, read_idx
 from diffeoprobe.data.idx import FASHION_MNIST_DIR, IDX_FILES, MD5, URLS
 from diffeoprobe.errors import DiffeoProbeError
 
@@ -159,7 +159,7 @@ def test_missing_file_error_says_which_where_and_how_to_get(tmp_path):
     write_split(tmp_path, "train", 3, compress=True)
     (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DiffeoProbeError) as err:
-        build_dataset("fashionmnist", split="train", data_dir=tmp_path)
+        build("fashionmnist", split="train", data_dir=tmp_path)
     message = str(err.value)
     assert "train-labels-idx1-ubyte" in message
     assert str(tmp_path) in message
@@ -170,21 +170,21 @@ def test_missing_file_error_says_which_where_and_how_to_get(tmp_path):
 def test_missing_directory_error_names_the_directory(tmp_path, name):
     missing = tmp_path / "absent"
     with pytest.raises(DiffeoProbeError, match="does not exist") as err:
-        build_dataset(name, data_dir=missing)
+        build(name, data_dir=missing)
     assert str(missing) in str(err.value)
     assert URLS[name]["t10k-images-idx3-ubyte.gz"].rsplit("/", 1)[0] in str(err.value)
 
 
 def test_mnist_without_data_dir_says_where_to_get_it():
     with pytest.raises(DiffeoProbeError, match="needs data_dir"):
-        build_dataset("mnist")
+        build("mnist")
 
 
 def test_idx_datasets_refuse_unknown_options_and_bad_split(tmp_path):
-    with pytest.raises(DiffeoProbeError, match="does not accept d"):
-        build_dataset("mnist", data_dir=tmp_path, d=3)
+    with pytest.raises(DiffeoProbeError, match="does not take 'd'"):
+        build("mnist", data_dir=tmp_path, d=3)
     with pytest.raises(DiffeoProbeError, match="split"):
-        build_dataset("mnist", split="valid", data_dir=tmp_path)
+        build("mnist", split="valid", data_dir=tmp_path)
 
 
 def test_checksum_table_covers_the_download_table():
@@ -197,7 +197,7 @@ def test_checksum_table_covers_the_download_table():
 def test_installed_fashion_mnist_loads_60000_train_and_10000_test():
     counts = {}
     for split in ("train", "test"):
-        x, y = build_dataset("fashionmnist", split=split)[:]
+        x, y = build("fashionmnist", split=split)[:]
         assert x.shape[1:] == (1, 28, 28) and x.dtype == torch.float32
         assert 0.0 <= x.min() and x.max() <= 1.0
         assert y.bincount().tolist() == [len(y) // 10] * 10  # both splits are balanced

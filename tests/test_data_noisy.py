@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from diffeoprobe.data import NoisyDataset, build_dataset
+from diffeoprobe.data import NoisyDataset, build
 from diffeoprobe.data.noisy import add_fixed_noise, image_noise
 from diffeoprobe.errors import DiffeoProbeError
 
@@ -104,31 +104,27 @@ def test_image_noise_is_a_pure_function_of_its_key():
 
 def test_registry_option_wraps_every_data_set():
     options = {"split": "train", "d": 16, "xi": 4, "train_size": 20, "seed": 1}
-    clean = build_dataset("scale-detection", **options)
-    fixed = build_dataset("scale-detection", noise_norm=1.0, **options)
+    clean = build("scale-detection", **options)
+    fixed = build("scale-detection", noise_norm=1.0, **options)
     assert isinstance(fixed, TensorDataset)
     norms = (fixed.tensors[0] - clean.tensors[0]).flatten(1).norm(dim=1)
     assert ((norms - 1).abs() < 0.6).all()  # d = 16 here: a wide sampling spread
 
-    fresh = build_dataset("scale-detection", noise_norm=1.0, noise_mode="fresh", **options)
+    fresh = build("scale-detection", noise_norm=1.0, noise_mode="fresh", **options)
     assert isinstance(fresh, NoisyDataset) and len(fresh) == len(clean)
     epoch0 = fresh[0][0]
     fresh.set_epoch(1)
     assert not torch.equal(fresh[0][0], epoch0)
     assert torch.equal(fresh[0][1], clean[0][1])
-    assert (
-        build_dataset("scale-detection", noise_norm=0.0, **options)
-        .tensors[0]
-        .equal(clean.tensors[0])
-    )
+    assert build("scale-detection", noise_norm=0.0, **options).tensors[0].equal(clean.tensors[0])
 
 
 def test_train_and_test_noise_differ():
     common = {"d": 16, "xi": 4, "train_size": 20, "test_size": 20, "seed": 0, "noise_norm": 1.0}
     noise = {}
     for split in ("train", "test"):
-        noisy = build_dataset("scale-detection", split=split, **common).tensors[0]
-        clean = build_dataset("scale-detection", split=split, **common | {"noise_norm": 0.0})
+        noisy = build("scale-detection", split=split, **common).tensors[0]
+        clean = build("scale-detection", split=split, **common | {"noise_norm": 0.0})
         noise[split] = noisy[0] - clean.tensors[0][0]
     assert not torch.allclose(noise["train"], noise["test"])
 
@@ -145,7 +141,7 @@ def test_train_and_test_noise_differ():
 )
 def test_registry_refuses_bad_wrapper_options(options, message):
     with pytest.raises(DiffeoProbeError, match=message):
-        build_dataset("scale-detection", d=16, xi=4, **options)
+        build("scale-detection", d=16, xi=4, **options)
 
 
 def test_wrapper_refuses_bad_arguments():

@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 import torch
 
-from diffeoprobe.data import build_dataset, load_svhn
+from diffeoprobe.data import build, load_svhn
 from diffeoprobe.data import svhn as svhn_module
 from diffeoprobe.data.download import RemoteFile
 from diffeoprobe.errors import DiffeoProbeError
@@ -52,7 +52,7 @@ def test_svhn_is_registered_with_a_default_directory(tmp_path, monkeypatch):
     default.mkdir(parents=True)
     images, labels = svhn_arrays()
     write_mat(default / "test_32x32.mat", X=images, y=labels)
-    x, y = build_dataset("svhn", normalize=True, noise_norm=1.0)[:]
+    x, y = build("svhn", normalize=True, noise_norm=1.0)[:]
     assert x.shape == (N, 3, 32, 32) and y.shape == (N,)
 
 
@@ -96,7 +96,7 @@ def test_svhn_with_wrong_contents_is_refused(tmp_path, variables, message):
 
 def test_missing_svhn_says_what_to_put_where_and_how_to_download(tmp_path):
     with pytest.raises(DiffeoProbeError) as err:
-        build_dataset("svhn", split="train", data_dir=tmp_path / "absent")
+        build("svhn", split="train", data_dir=tmp_path / "absent")
     message = str(err.value)
     for part in (
         str(tmp_path / "absent"),
@@ -115,6 +115,6 @@ def test_download_true_fetches_the_split_file(tmp_path, monkeypatch):
     md5 = hashlib.md5(source.read_bytes()).hexdigest()
     remotes = {"test": RemoteFile("test_32x32.mat", (source.as_uri(),), md5)}
     monkeypatch.setattr(svhn_module, "SVHN_REMOTE", remotes)
-    x, y = build_dataset("svhn", data_dir=tmp_path / "data", download=True)[:]
+    x, y = build("svhn", data_dir=tmp_path / "data", download=True)[:]
     assert (tmp_path / "data" / "test_32x32.mat").is_file()
     assert x.shape == (N, 3, 32, 32) and y[0] == 0

@@ -23,7 +23,7 @@ from diffeoprobe import runs
 from diffeoprobe.config import MeasureConfig, TrainConfig
 from diffeoprobe.ensemble import _window_conv1d, batchable, train_together
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.train import TrainingDiverged, train
+from diffeoprobe.training import TrainingDiverged, train
 
 TASK = dict(dim=1, task=2, d=32, xi=8, train_size=128, test_size=64)
 MEASURE = MeasureConfig(probe_size=16)

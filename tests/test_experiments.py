@@ -156,10 +156,7 @@ def test_presets_follow_the_protocols() -> None:
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     from diffeoprobe import cli
-    from diffeoprobe.cli_reproduce import register
 
-    if not any(c.name == "reproduce" for c in cli.app.registered_commands):
-        register(cli.app)
     monkeypatch.setattr(sys, "argv", ["diffeoprobe", *args])
     try:
         cli.main()

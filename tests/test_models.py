@@ -168,7 +168,10 @@ def test_registry_lists_the_models_and_unknown_names_list_them():
 
 
 def test_registry_refuses_unknown_options_listing_the_accepted():
-    with pytest.raises(DiffeoProbeError, match="not accept widht; it takes: dim, depth, width"):
+    with pytest.raises(
+        DiffeoProbeError,
+        match="does not take 'widht'; did you mean 'width'. it takes: dim, depth, width",
+    ):
         build("simplecnn", 1, 10, widht=3)
 
 

@@ -370,7 +370,7 @@ def test_figure_without_its_data_is_skipped_with_reason_and_command(tmp_path: Pa
     assert figure.status == "skipped" and result.ok
     assert "cifar10 not found under" in figure.note
     assert "cannot be reached (no network)" in figure.note
-    assert "build_dataset" in figure.note and "download=True" in figure.note
+    assert "build" in figure.note and "download=True" in figure.note
     assert not (tmp_path / "out" / "runs").exists()  # nothing attempted
     assert seconds < 60
     summary = json.loads((tmp_path / "out" / "reproduce.json").read_text())
@@ -384,7 +384,7 @@ def test_paper_preset_skips_its_cifar_zoo_without_network(monkeypatch) -> None:
     for name in ("noisy-training", "pooling"):
         assert all(r.config.dataset != "cifar10" for r in specs[name].runs)
         assert "cannot be reached (no network)" in specs[name].description
-        assert "build_dataset" in specs[name].description
+        assert "build" in specs[name].description
 
 
 def test_zoo_nets_left_out_say_why_in_the_description(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ import pytest
 from test_sweep import _write_grid, file_states, tiny_grid
 from typer.testing import CliRunner
 
-from diffeoprobe import publish, store
 from diffeoprobe.cli import app
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.sweep import expand_grid, plan, run_sweep
+from diffeoprobe.sweep import expand_grid, plan, publish, run_sweep
+from diffeoprobe.sweep import results as store
 
 pytest.importorskip("fsspec")
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from diffeoprobe.data import build_dataset, scale_detection
+from diffeoprobe.data import build, scale_detection
 from diffeoprobe.errors import DiffeoProbeError
 
 # Small but non-trivial settings: (dim, task, d, xi, gap); each has pairs in both classes.
@@ -126,7 +126,7 @@ def test_default_2d_paper_setting_builds_quickly():
 
 
 def test_registry_builds_scale_detection_with_its_options():
-    data = build_dataset("scale-detection", split="train", dim=2, d=8, xi=3, train_size=12, seed=1)
+    data = build("scale-detection", split="train", dim=2, d=8, xi=3, train_size=12, seed=1)
     assert data.tensors[0].shape == (12, 1, 8, 8)
 
 
@@ -170,12 +170,12 @@ def test_empty_test_split_is_refused():
 
 
 def test_registry_refuses_unknown_options_and_data_dir(tmp_path):
-    with pytest.raises(DiffeoProbeError, match="does not accept width; it takes: dim, task"):
-        build_dataset("scale-detection", width=3)
+    with pytest.raises(DiffeoProbeError, match="does not take 'width'; it takes: dim, task"):
+        build("scale-detection", width=3)
     with pytest.raises(DiffeoProbeError, match="reads no files"):
-        build_dataset("scale-detection", data_dir=tmp_path)
+        build("scale-detection", data_dir=tmp_path)
 
 
 def test_unknown_dataset_lists_the_available_ones():
     with pytest.raises(DiffeoProbeError, match="fashionmnist, mnist, scale-detection"):
-        build_dataset("cifar")
+        build("cifar")

@@ -17,13 +17,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from diffeoprobe import runs, store
+from diffeoprobe import runs
 from diffeoprobe.cli import app, main
 from diffeoprobe.config import MeasureConfig, TrainConfig
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.runs import LOCK_NAME, RunLock
 from diffeoprobe.sweep import (
-    LOCK_NAME,
-    RunLock,
     expand_grid,
     is_complete,
     load_grid,
@@ -32,6 +31,7 @@ from diffeoprobe.sweep import (
     run_id,
     run_sweep,
 )
+from diffeoprobe.sweep import results as store
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # a process that holds a run's lock the way RunLock does (flock, "host pid" inside), without
@@ -412,9 +412,9 @@ def worker_killer(in_channels: int, num_classes: int, **options: object) -> None
 def test_a_run_that_kills_its_worker_fails_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import diffeoprobe.sweep as sweep
+    import diffeoprobe.sweep.driver as driver
 
-    monkeypatch.setattr(sweep, "MAX_LOST", 1)  # one death fails a run: a wrong charge would show
+    monkeypatch.setattr(driver, "MAX_LOST", 1)  # one death fails a run: a wrong charge would show
     grid = tiny_grid(seeds=2)
     grid["train"]["epochs"] = 20  # a second or two: the killer dies while one of these trains
     killer = {"train": {"model": f"{__name__}:worker_killer", "lr": 0.01}, "axes": {"seed": [0]}}
@@ -706,27 +706,27 @@ def test_sweep_command_refuses_bad_input_in_one_line_with_exit_2(
 
 
 def test_gpu_assignment_gives_each_worker_its_own_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    import diffeoprobe.sweep as sweep
+    import diffeoprobe.sweep.worker as worker
 
     spec = expand_grid({"train": {**TINY, "device": "cuda"}})[0]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(sweep, "_WORKER_SLOT", 3)
-    assert sweep._assign_gpu(spec, ("0", "1")) == "1"
-    monkeypatch.setattr(sweep, "_WORKER_SLOT", 2)
-    assert sweep._assign_gpu(spec, ("4", "5", "6")) == "6"
+    monkeypatch.setattr(worker, "_WORKER_SLOT", 3)
+    assert worker._assign_gpu(spec, ("0", "1")) == "1"
+    monkeypatch.setattr(worker, "_WORKER_SLOT", 2)
+    assert worker._assign_gpu(spec, ("4", "5", "6")) == "6"
     cpu = expand_grid({"train": TINY})[0]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
-    assert sweep._assign_gpu(cpu, ("0", "1")) == "7"  # a cpu run leaves the devices alone
+    assert worker._assign_gpu(cpu, ("0", "1")) == "7"  # a cpu run leaves the devices alone
 
 
 @pytest.mark.slow
 def test_each_pool_worker_gets_its_own_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real worker processes on a machine said to have 2 GPUs: each worker sets its own
     CUDA_VISIBLE_DEVICES before training (the runs then fail here, without CUDA, and are recorded)."""
-    import diffeoprobe.sweep as sweep
+    import diffeoprobe.sweep.driver as driver
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(sweep, "local_gpus", lambda: ("0", "1"))
+    monkeypatch.setattr(driver, "local_gpus", lambda: ("0", "1"))
     specs = expand_grid({"train": {**TINY, "device": "cuda"}, "axes": {"seed": [0, 1, 2, 3]}})
     result = run_sweep(specs, tmp_path, executor="local", threads=1)  # workers: one per GPU
     assert sorted(result.failed) == sorted(s.id for s in specs)

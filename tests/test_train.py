@@ -15,7 +15,7 @@ import pytest
 from diffeoprobe import runs
 from diffeoprobe.config import MeasureConfig, TrainConfig
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.train import TrainingDiverged, checkpoint_steps, train
+from diffeoprobe.training import TrainingDiverged, checkpoint_steps, train
 
 TASK = {"d": 32, "xi": 8, "train_size": 256, "test_size": 128}
 NET = {"depth": 4, "width": 16}
@@ -205,7 +205,7 @@ def test_scale_detection_runs_are_measured_with_the_tasks_own_shift(
 @pytest.mark.parametrize(
     ("config", "measure", "match"),
     [
-        (small_config(model_options={**NET, "bogus": 1}), MEASURE, "does not accept bogus"),
+        (small_config(model_options={**NET, "bogus": 1}), MEASURE, "does not take .bogus."),
         (small_config(), MeasureConfig(probe_size=64, interp="bogus"), "interp"),
     ],
     ids=["model-option", "measurement"],
@@ -225,7 +225,7 @@ def test_a_run_that_fails_on_its_settings_leaves_the_directory_free(
 
 HOLD_LOCK = """
 import sys
-from diffeoprobe.sweep import LOCK_NAME, RunLock
+from diffeoprobe.runs import LOCK_NAME, RunLock
 lock = RunLock(sys.argv[1] + "/" + LOCK_NAME)
 assert lock.acquire()
 lock.mark_owner()
@@ -263,7 +263,7 @@ def test_a_directory_another_process_is_training_in_is_refused(tmp_path: Path) -
 def test_train_under_a_lock_this_thread_holds_reuses_it(tmp_path: Path) -> None:
     import threading
 
-    from diffeoprobe.sweep import LOCK_NAME, RunLock
+    from diffeoprobe.runs import LOCK_NAME, RunLock
 
     run = tmp_path / "run"
     config = small_config(epochs=1, checkpoints=1, measure=False)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffeoprobe.data import build_dataset
+from diffeoprobe.data import build
 from diffeoprobe.data.idx import FASHION_MNIST_DIR
 from diffeoprobe.data.transforms import (
     NORMALIZATION,
@@ -121,7 +121,7 @@ def test_normalize_standardises_each_channel(name, channels):
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_fashion_mnist_constants_match_its_train_split():
-    x = build_dataset("fashionmnist", split="train").tensors[0]
+    x = build("fashionmnist", split="train").tensors[0]
     (mean,), (std,) = NORMALIZATION["fashionmnist"]
     assert abs(x.mean().item() - mean) < 5e-5 and abs(x.std().item() - std) < 5e-5
     z = normalize(x, (mean,), (std,))

@@ -279,9 +279,13 @@ def test_same_seed_gives_the_same_zoo_weights():
         ("fc4", dict(width=0), "width"),
         ("fc4", dict(input_size=0), "input_size"),
         ("lenet", dict(input_size="28"), "input_size"),
-        ("vgg11", dict(batch_norm=True), "does not accept batch_norm; it takes no options"),
-        ("resnet18", dict(layers=(1, 1, 1, 1)), "does not accept layers"),
-        ("fc2", dict(depth=3), "does not accept depth; it takes: input_size, width"),
+        ("vgg11", dict(batch_norm=True), "does not take 'batch_norm'; it takes no options"),
+        ("resnet18", dict(layers=(1, 1, 1, 1)), "does not take 'layers'"),
+        (
+            "fc2",
+            dict(depth=3),
+            "does not take 'depth'; did you mean 'width'. it takes: input_size, width",
+        ),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(name, options, parameter):

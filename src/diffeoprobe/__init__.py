@@ -16,22 +16,40 @@ from typing import TYPE_CHECKING
 
 from diffeoprobe.errors import DiffeoProbeError
 
-# The public functions load on first use (PEP 562), so that `import diffeoprobe` and the command
+# The public names load on first use (PEP 562), so that `import diffeoprobe` and the command
 # line's start do not import torch until a command needs it (the sweep command starts its worker
-# processes first, see diffeoprobe.processes).
-_LAZY = {
-    "measure": "diffeoprobe.measure",
-    "deform": "diffeoprobe.perturb",
-    "matched_noise": "diffeoprobe.perturb",
-    "pixel_shift": "diffeoprobe.perturb",
-    "remap": "diffeoprobe.perturb",
-    "sample_displacement": "diffeoprobe.perturb",
-    "temperature_for": "diffeoprobe.perturb",
-    "temperature_range": "diffeoprobe.perturb",
-    "typical_displacement": "diffeoprobe.perturb",
+# processes first, see diffeoprobe.processes). name -> (module, attribute; None: the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    # the measurement and its perturbations
+    "measure": ("diffeoprobe.measure", "measure"),
+    "deform": ("diffeoprobe.perturb", "deform"),
+    "matched_noise": ("diffeoprobe.perturb", "matched_noise"),
+    "pixel_shift": ("diffeoprobe.perturb", "pixel_shift"),
+    "remap": ("diffeoprobe.perturb", "remap"),
+    "sample_displacement": ("diffeoprobe.perturb", "sample_displacement"),
+    "temperature_for": ("diffeoprobe.perturb", "temperature_for"),
+    "temperature_range": ("diffeoprobe.perturb", "temperature_range"),
+    "typical_displacement": ("diffeoprobe.perturb", "typical_displacement"),
+    # models, data, configs, training
+    "models": ("diffeoprobe.models", None),
+    "data": ("diffeoprobe.data", None),
+    "MeasureConfig": ("diffeoprobe.config", "MeasureConfig"),
+    "TrainConfig": ("diffeoprobe.config", "TrainConfig"),
+    "train": ("diffeoprobe.training", "train"),
+    "train_together": ("diffeoprobe.ensemble", "train_together"),
+    # the probes of pooling and the theory of idealised nets
+    "probes": ("diffeoprobe.probes", None),
+    "theory": ("diffeoprobe.theory", None),
+    # sweeps and the papers' experiments
+    "sweep": ("diffeoprobe.sweep", None),
+    "reproduce": ("diffeoprobe.experiments", "reproduce"),
 }
 
 if TYPE_CHECKING:
+    from diffeoprobe import data, models, probes, sweep, theory
+    from diffeoprobe.config import MeasureConfig, TrainConfig
+    from diffeoprobe.ensemble import train_together
+    from diffeoprobe.experiments import reproduce
     from diffeoprobe.measure import measure
     from diffeoprobe.perturb import (
         deform,
@@ -43,6 +61,7 @@ if TYPE_CHECKING:
         temperature_range,
         typical_displacement,
     )
+    from diffeoprobe.training import train
 
 
 class _Package(types.ModuleType):
@@ -50,7 +69,7 @@ class _Package(types.ModuleType):
     system binds the subpackage of the same name (as the eager ``from ... import`` did)."""
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
+        if name in _LAZY and _LAZY[name][1] is not None and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 
@@ -63,7 +82,10 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'diffeoprobe' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(_LAZY[name]), name)
+    module, attribute = _LAZY[name]
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 
@@ -74,14 +96,24 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DiffeoProbeError",
+    "MeasureConfig",
+    "TrainConfig",
     "__version__",
+    "data",
     "deform",
     "matched_noise",
     "measure",
+    "models",
     "pixel_shift",
+    "probes",
     "remap",
+    "reproduce",
     "sample_displacement",
+    "sweep",
     "temperature_for",
     "temperature_range",
+    "theory",
+    "train",
+    "train_together",
     "typical_displacement",
 ]

@@ -1,21 +1,51 @@
-"""Frozen dataclasses: the one place that holds every default (with its unit).
+"""Frozen dataclasses: the one place that holds every default (with its unit) and every rule.
 
-The CLI's ``train`` options and (later) grid files are derived from these fields, never
-re-declared. :func:`from_dict` builds a config from plain values (a YAML file, ``KEY=VALUE`` pairs)
-and refuses unknown keys with the closest valid one.
+The CLI's options, grid files and presets are derived from these fields, never re-declared.
+:func:`from_dict` builds a config from plain values (a YAML file, ``KEY=VALUE`` pairs) and refuses
+unknown keys with the closest valid one; :func:`coerce` turns a plain value into a field's type;
+:func:`validate` checks every field (one error naming the field) and :func:`check_options` the
+model's and data set's options against their factories. Every entry point (the API's ``train``,
+the CLI, grid files, presets) calls these. Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from diffeoprobe.errors import DiffeoProbeError
 
+__all__ = [
+    "DIFFEOS",
+    "INTERPOLATIONS",
+    "LOSSES",
+    "NOISES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "MeasureConfig",
+    "TrainConfig",
+    "check_options",
+    "coerce",
+    "field_types",
+    "from_dict",
+    "measure_arguments",
+    "to_dict",
+    "validate",
+]
+
 C = TypeVar("C")
+
+DIFFEOS = ("max-entropy", "pixel-shift")  # the measurement's diffeo (or "auto")
+NOISES = ("matched", "rectified")  # its noise
+INTERPOLATIONS = ("bilinear", "nearest", "gaussian")  # how a deformed image is resampled
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+LOSSES = ("cross-entropy", "hinge")
 
 
 @dataclass(frozen=True)
@@ -125,3 +155,165 @@ def field_types(cls: type) -> dict[str, Any]:
 def to_dict(config: object) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass."""
     return dataclasses.asdict(config)
+
+
+def coerce(value: object, hint: object, where: str) -> object:
+    """``value`` as a field of type ``hint`` (an int where a float is wanted becomes a float).
+
+    Raises a :class:`DiffeoProbeError` starting with ``where`` for a value of another type.
+
+    >>> coerce(1, float, "lr")
+    1.0
+    >>> coerce("x", int | None, "seed")
+    Traceback (most recent call last):
+    ...
+    diffeoprobe.errors.DiffeoProbeError: seed: expected an integer or null, got 'x'
+    """
+    optional = ""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        optional = " or null"
+    if typing.get_origin(hint) is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise DiffeoProbeError(f"{where}: expected a mapping KEY: VALUE{optional}, got {value!r}")
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    accepted: dict[object, tuple[bool, str]] = {
+        bool: (isinstance(value, bool), "true or false"),
+        int: (is_int, "an integer"),
+        float: (is_int or isinstance(value, float), "a number"),
+        str: (isinstance(value, str), "a string"),
+    }
+    if hint not in accepted:
+        return value
+    ok, expected = accepted[hint]
+    if not ok:
+        raise DiffeoProbeError(f"{where}: expected {expected}{optional}, got {value!r}")
+    return float(value) if hint is float else value  # type: ignore[arg-type]
+
+
+def validate(config: C, *, flags: bool = False) -> C:
+    """Check every field of a :class:`MeasureConfig` or :class:`TrainConfig`, before any work.
+
+    The one home of the configs' rules: ranges, choices, model and data set names, the device's
+    spelling (whether CUDA is present is checked where the run starts). ``flags`` names fields as
+    command-line options (``--probe-size``) instead of as fields (``probe_size``).
+
+    >>> validate(MeasureConfig(cut=0))
+    Traceback (most recent call last):
+    ...
+    diffeoprobe.errors.DiffeoProbeError: cut must be an integer >= 1, got 0
+    """
+    name: Callable[[str], str] = (lambda f: "--" + f.replace("_", "-")) if flags else (lambda f: f)
+    if isinstance(config, MeasureConfig):
+        _validate_measure(config, name)
+    elif isinstance(config, TrainConfig):
+        _validate_train(config, name)
+    else:
+        raise TypeError(f"validate takes a MeasureConfig or a TrainConfig, got {type(config)}")
+    return config
+
+
+def _validate_measure(config: MeasureConfig, name: Callable[[str], str]) -> None:
+    from diffeoprobe.validate import (
+        check_choice,
+        check_cut,
+        check_int,
+        check_positive,
+        check_temperature,
+    )
+
+    check_int(config.probe_size, name("probe_size"), minimum=2)
+    check_positive(config.delta, name("delta"), allow_zero=True)
+    if config.temperature is not None:
+        check_temperature(config.temperature, name("temperature"))
+    check_cut(config.cut, name("cut"))
+    check_choice(config.interp, name("interp"), INTERPOLATIONS)
+    check_choice(config.diffeo, name("diffeo"), ("auto", *DIFFEOS))
+    check_choice(config.noise, name("noise"), NOISES)
+    check_int(config.draws, name("draws"), minimum=1)
+    check_int(config.batch_size, name("batch_size"), minimum=1)
+    _check_bool(config.channel_mean, name("channel_mean"))
+
+
+def _validate_train(config: TrainConfig, name: Callable[[str], str]) -> None:
+    from diffeoprobe.validate import check_choice, check_int, check_positive
+
+    if ":" not in str(config.model):  # module.path:factory and timm:NAME are checked when built
+        from diffeoprobe.models import MODELS
+
+        MODELS.get(config.model)
+    from diffeoprobe.data import DATASETS
+
+    DATASETS.get(config.dataset)
+    check_int(config.epochs, name("epochs"), minimum=1)
+    check_int(config.batch_size, name("batch_size"), minimum=1)
+    check_int(config.checkpoints, name("checkpoints"), minimum=0)
+    check_int(config.seed, name("seed"), minimum=0)
+    for size in ("train_size", "test_size"):
+        if getattr(config, size) is not None:
+            check_int(getattr(config, size), name(size), minimum=1)
+    check_positive(config.lr, name("lr"))
+    check_positive(config.momentum, name("momentum"), allow_zero=True)
+    check_positive(config.weight_decay, name("weight_decay"), allow_zero=True)
+    check_positive(config.alpha, name("alpha"))
+    check_choice(config.optimizer, name("optimizer"), OPTIMIZERS)
+    check_choice(config.schedule, name("schedule"), SCHEDULES)
+    check_choice(config.loss, name("loss"), LOSSES)
+    for flag in ("stop_at_zero_error", "augment", "measure", "compile", "channels_last"):
+        _check_bool(getattr(config, flag), name(flag))
+    _check_device(config.device, name("device"))
+
+
+def _check_bool(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise DiffeoProbeError(f"{name} must be true or false, got {value!r}")
+
+
+def _check_device(value: object, name: str) -> None:
+    import torch
+
+    try:
+        torch.device(str(value))
+    except RuntimeError:
+        raise DiffeoProbeError(f"{name} must be cpu, cuda or cuda:N, got {value!r}") from None
+
+
+def check_options(config: TrainConfig) -> None:
+    """The model's and the data set's options checked against their factories' signatures.
+
+    A misspelt option names the closest accepted one and lists them all. Models given as
+    ``module.path:factory`` or ``timm:NAME`` are checked when they are built.
+    """
+    from diffeoprobe.data import DATASETS, WRAPPER_OPTIONS
+    from diffeoprobe.models import MODELS
+
+    if ":" not in config.model:
+        MODELS.check_options(config.model, config.model_options, where="model_options")
+    DATASETS.check_options(
+        config.dataset, config.dataset_options, where="dataset_options", extra=WRAPPER_OPTIONS
+    )
+
+
+def measure_arguments(
+    measure: MeasureConfig, *, dataset: str, dataset_options: dict[str, Any]
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`diffeoprobe.measure` that ``measure`` sets, for probes of
+    ``dataset``: ``diffeo="auto"`` becomes the data set's own (the pixel shift on
+    scale-detection, kept inside Task 2's blocks; the max-entropy ensemble elsewhere).
+    ``probe_size`` is left to the caller (who picks the probe images)."""
+    from diffeoprobe.perturb.shifts import task_diffeo
+
+    return dict(
+        delta=measure.delta,
+        temperature=measure.temperature,
+        cut=measure.cut,
+        interp=measure.interp,
+        diffeo=task_diffeo(measure.diffeo, dataset, dataset_options),
+        noise=measure.noise,
+        draws=measure.draws,
+        channel_mean=measure.channel_mean,
+        batch_size=measure.batch_size,
+    )

@@ -9,7 +9,7 @@ gradient (the members share no parameter, so the sum separates). Plain autograd 
 loss measured faster than ``vmap(torch.func.grad(...))`` on CPU (a prototype with scalecnn1d,
 width 64, 8 members, batch 8: 9.5 ms against 13 ms a step, on a loaded 2-core machine).
 
-Everything else stays per member and is what :func:`~diffeoprobe.train.train` does alone: the
+Everything else stays per member and is what :func:`~diffeoprobe.training.train` does alone: the
 initialisation (``torch.manual_seed(seed)``, then build), the data set (built with
 ``seed=config.seed``), the training subset, the order of every epoch, the checkpoints (weights,
 metadata, optimiser/scheduler/RNG state, measurement table, each written from the member's own
@@ -59,13 +59,13 @@ from torch.utils.data import Dataset, TensorDataset
 
 from diffeoprobe import runs
 from diffeoprobe.config import MeasureConfig, TrainConfig, to_dict
+from diffeoprobe.data.tensors import head, labels, take
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.train import (
+from diffeoprobe.training import (
     EVAL_BATCH,
     TRAIN_EVAL_MAX,
     RunSummary,
     TrainingDiverged,
-    _batch,
     _build_model,
     _claim_run_dir,
     _collect_tables,
@@ -73,17 +73,15 @@ from diffeoprobe.train import (
     _error_tensors,
     _finished,
     _generator,
-    _labels,
     _load_data,
     _loss,
     _optimizer,
     _run_lock,
     _save_checkpoint,
     _schedule,
-    _tensors,
+    check_config,
     checkpoint_steps,
     train,
-    validate_config,
 )
 
 __all__ = ["batchable", "train_together"]
@@ -105,7 +103,7 @@ def batchable(configs: Sequence[TrainConfig]) -> str | None:
     if problem is not None:
         return problem
     try:
-        validate_config(configs[0])
+        check_config(configs[0])
         with torch.random.fork_rng(devices=[]):  # no side effect on the caller's RNG
             member = _Member.prepare(configs[0], "", MeasureConfig())
     except DiffeoProbeError as exc:
@@ -127,7 +125,7 @@ def train_together(
     order of ``configs``. Members whose directory holds ``done.json`` are skipped (their summary is
     read back). Resuming: when the other members' last complete checkpoints are all at step 0 (or
     there is none), they start together from their initialisation; when any of them got further,
-    every unfinished member is resumed alone by :func:`~diffeoprobe.train.train`, one after the
+    every unfinished member is resumed alone by :func:`~diffeoprobe.training.train`, one after the
     other (the members are no longer at the same step, so they cannot share batched steps).
 
     Args:
@@ -137,7 +135,7 @@ def train_together(
         log: called with one line per member and checkpoint.
 
     Returns:
-        One :class:`~diffeoprobe.train.RunSummary` per config. ``seconds`` counts from the start of
+        One :class:`~diffeoprobe.training.RunSummary` per config. ``seconds`` counts from the start of
         this call to the member's end; ``loop_seconds`` is the time of the batched training steps
         the member took part in (shared with the others, not divided among them); ``images`` are
         the member's own training images.
@@ -147,7 +145,7 @@ def train_together(
             a bad config, ``outs`` of another length or repeated, a run directory holding another
             config, or members whose training sets differ in size. All before any training.
             Also a run directory another process is training in: each unfinished member's run
-            lock, the one :func:`~diffeoprobe.train.train` takes, is held from before the first
+            lock, the one :func:`~diffeoprobe.training.train` takes, is held from before the first
             write to the end of the call.
         TrainingDiverged: the loss of some members became NaN/inf; the others were trained to the
             end and finished first, the diverged ones keep their last good checkpoint.
@@ -162,9 +160,9 @@ def train_together(
         )
     if len({o.resolve() for o in outs}) != len(outs):
         raise DiffeoProbeError("outs: the run directories must be distinct")
-    for config in configs:
-        validate_config(config)
     measure = measure or MeasureConfig()
+    for config in configs:
+        check_config(config, measure)
     start = time.perf_counter()
     with contextlib.ExitStack() as locks:  # released when the call ends, however it ends
         return _train_locked(configs, outs, measure, log, start, locks)
@@ -323,8 +321,8 @@ class _Member:
         """Data, then ``torch.manual_seed(seed)`` and the model: the set-up of ``train``."""
         device = torch.device(config.device)
         train_set, test_set = _load_data(config)
-        x_test, y_test = _tensors(test_set, config.test_size)
-        num_classes = int(max(_labels(train_set).max(), y_test.max())) + 1
+        x_test, y_test = head(test_set, config.test_size)
+        num_classes = int(max(labels(train_set).max(), y_test.max())) + 1
         probe = x_test[: measure.probe_size] if config.measure else None
         torch.manual_seed(config.seed)
         model = _build_model(
@@ -561,8 +559,7 @@ class _Together:
             rows = torch.arange(len(self.active), device=self.device)[:, None]
             return self.x[rows, index], self.y[rows, index]
         parts = [
-            _batch(self.members[i].train_set, row)
-            for i, row in zip(self.active, index, strict=True)
+            take(self.members[i].train_set, row) for i, row in zip(self.active, index, strict=True)
         ]
         x = torch.stack([p[0] for p in parts]).to(self.device)
         return x, torch.stack([p[1] for p in parts]).to(self.device)

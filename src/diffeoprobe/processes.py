@@ -18,8 +18,8 @@ START_METHODS = ("fork", "forkserver", "spawn")
 # what a worker needs before its first run: torch._dynamo is what the first optimizer imports
 # lazily (~2 s), pyarrow what the first table write does
 PRELOAD = (
-    "diffeoprobe.sweep",
-    "diffeoprobe.train",
+    "diffeoprobe.sweep.worker",
+    "diffeoprobe.training",
     "diffeoprobe.data",
     "diffeoprobe.models",
     "diffeoprobe.measure",

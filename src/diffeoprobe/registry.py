@@ -6,10 +6,13 @@ Models and data sets are looked up by name, so the CLI and grid files never grow
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Collection, Iterable
 from typing import Generic, TypeVar
 
 from diffeoprobe.errors import DiffeoProbeError
+
+__all__ = ["Registry"]
 
 T = TypeVar("T")
 
@@ -25,10 +28,17 @@ class Registry(Generic[T]):
     9
     >>> shapes.available()
     ['square']
+    >>> shapes.check_options("square", {"sides": 3})
+    Traceback (most recent call last):
+    ...
+    diffeoprobe.errors.DiffeoProbeError: shape 'square' does not take 'sides'; did you mean 'side'? it takes: side
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, passed: Collection[str] = ()) -> None:
+        """``kind`` names the things in messages; ``passed``: arguments callers give every factory
+        themselves (not user options)."""
         self.kind = kind
+        self.passed = frozenset(passed)
         self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -61,3 +71,34 @@ class Registry(Generic[T]):
     def build(self, name: str, /, **kwargs: object) -> T:
         """Call the factory registered under ``name`` with ``kwargs``."""
         return self.get(name)(**kwargs)
+
+    def options(self, name: str) -> list[str]:
+        """The options the factory registered under ``name`` takes (its keyword arguments less
+        those callers pass themselves), in signature order."""
+        parameters = inspect.signature(self.get(name)).parameters
+        return [p for p in parameters if p not in self.passed]
+
+    def check_options(
+        self,
+        name: str,
+        options: Iterable[str],
+        *,
+        where: str = "",
+        extra: Collection[str] = (),
+        note: str = "",
+    ) -> None:
+        """Refuse an option the factory does not take: the message names the closest accepted one
+        and lists them all. ``extra``: options the caller handles itself (accepted too);
+        ``where``: the setting's place (``model_options``), prefixed to the message."""
+        accepted = [*self.options(name), *extra]
+        unknown = [o for o in options if o not in accepted]
+        if not unknown:
+            return
+        close = difflib.get_close_matches(str(unknown[0]), accepted, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        prefix = f"{where}.{unknown[0]}: " if where else ""
+        names = ", ".join(repr(o) for o in unknown)
+        raise DiffeoProbeError(
+            f"{prefix}{self.kind} {name!r} does not take {names}{note}; "
+            f"{hint}it takes{' no options' if not accepted else ': ' + ', '.join(accepted)}"
+        )

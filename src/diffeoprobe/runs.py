@@ -1,4 +1,4 @@
-"""Files: atomic writes, result tables, model weights. With cli.py, the only module that writes.
+"""A run directory: its files, written atomically (tables, weights, JSON), and its lock.
 
 Every file is written to a temporary name in the same directory and renamed into place, so a crash
 leaves either the old file or the new one, never a partial one; it gets the permissions a plain
@@ -8,10 +8,13 @@ leaves either the old file or the new one, never a partial one; it gets the perm
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import secrets
+import socket
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +24,7 @@ from torch import nn
 from diffeoprobe.errors import DiffeoProbeError
 
 TABLE_FORMATS = (".parquet", ".csv")
+LOCK_NAME = ".lock"  # a run directory's lock file (see RunLock)
 
 
 def create_temporary(path: str | Path, suffix: str = ".tmp") -> tuple[int, Path]:
@@ -226,3 +230,97 @@ def load_training_state(path: str | Path) -> dict:
         return torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise DiffeoProbeError(f"training state {str(path)!r} could not be read ({exc})") from exc
+
+
+_HELD: dict[tuple[int, int], tuple[int, int]] = {}  # (st_dev, st_ino) -> (pid, thread) holding it
+_HELD_GUARD = threading.Lock()
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``runs/<id>/.lock``, held by the process training the run.
+
+    The kernel drops the lock when the process dies, SIGKILL included, so there is no stale lock to
+    clean up and no timeout to guess. The file keeps ``host pid`` of the last holder, for messages.
+    ``flock`` locks belong to an open file, so a second ``RunLock`` on the same file, in the same
+    process, cannot take it: :meth:`held_here` tells code called under the lock (``train()`` in a
+    sweep) that its caller, in this thread, holds it already.
+    Limits: on NFS, Linux maps ``flock`` to NFS byte-range locks (NFSv4, or NFSv3 with lockd),
+    and a client that dies holds its lock until the server's lease expires (~90 s); file systems
+    mounted with local-only locks (``nolock``, Lustre ``localflock``, some FUSE/SMB mounts) lock
+    per machine only: there, do not start two sweeps on one directory from different machines.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._key: tuple[int, int] = (-1, -1)  # (st_dev, st_ino) of the file, once acquired
+
+    def acquire(self, *, wait: bool = False) -> bool:
+        """Take the lock; ``False`` if another process holds it (``wait`` blocks until it is free)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        info = os.fstat(fd)
+        self._key = (info.st_dev, info.st_ino)
+        with _HELD_GUARD:
+            _HELD[self._key] = (os.getpid(), threading.get_ident())
+        return True
+
+    def held_here(self) -> bool:
+        """Whether this thread of this process holds the lock (through any ``RunLock`` object).
+
+        A forked child inherits the registry but is another process: it does not count as holding.
+        """
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return False
+        with _HELD_GUARD:
+            holder = _HELD.get((info.st_dev, info.st_ino))
+        return holder == (os.getpid(), threading.get_ident())
+
+    def mark_owner(self) -> None:
+        """Write ``host pid`` of this process into the lock file (for ``sweep --dry-run``)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+
+    def owner(self) -> str:
+        """``host pid`` of the last process that trained under this lock ('' if none)."""
+        try:
+            return self.path.read_text().strip()
+        except OSError:
+            return ""
+
+    def release(self) -> None:
+        """Drop the lock (nothing if not held)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with _HELD_GUARD:  # one holder per file and process: the kernel sees to that
+                if _HELD.get(self._key, (None, None))[0] == os.getpid():
+                    del _HELD[self._key]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock now (takes and drops it when free)."""
+        if not self.path.is_file():
+            return False
+        if self.acquire():
+            self.release()
+            return False
+        return True
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from diffeoprobe.config import NOISES
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.measure import measure
 from diffeoprobe.models.simple_cnn import ACTIVATIONS
@@ -48,7 +49,6 @@ __all__ = [
 THEORY_ACTIVATIONS = ("relu", "tanh", "identity")
 """Activations :func:`power_laws` covers (tanh in its small-amplitude limit, docs/theory.md)."""
 PROBES = ("lattice", "all")
-NOISES = ("matched", "rectified")
 LAW_KINDS = ("power", "exponential")
 
 SIZE_PER_FIELD = 8

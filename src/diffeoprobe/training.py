@@ -24,13 +24,10 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from diffeoprobe import runs
-from diffeoprobe.config import MeasureConfig, TrainConfig, to_dict
+from diffeoprobe.config import MeasureConfig, TrainConfig, measure_arguments, to_dict, validate
+from diffeoprobe.data.tensors import head, labels, take
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.validate import check_choice, check_int, check_positive
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "constant")
-LOSSES = ("cross-entropy", "hinge")
 EVAL_BATCH = 1024  # images per forward pass when evaluating errors
 TRAIN_EVAL_MAX = 10_000  # training error is measured on at most this many training points
 
@@ -67,25 +64,14 @@ def checkpoint_steps(total_steps: int, count: int) -> list[int]:
     return sorted(steps)
 
 
-def validate_config(config: TrainConfig) -> TrainConfig:
-    """Check every field before any work starts (one clear error naming the field)."""
-    check_int(config.epochs, "epochs", minimum=1)
-    check_int(config.batch_size, "batch_size", minimum=1)
-    check_int(config.checkpoints, "checkpoints", minimum=0)
-    check_int(config.seed, "seed", minimum=0)
-    for name in ("train_size", "test_size"):
-        if getattr(config, name) is not None:
-            check_int(getattr(config, name), name, minimum=1)
-    check_positive(config.lr, "lr")
-    check_positive(config.momentum, "momentum", allow_zero=True)
-    check_positive(config.weight_decay, "weight_decay", allow_zero=True)
-    check_positive(config.alpha, "alpha")
-    check_choice(config.optimizer, "optimizer", OPTIMIZERS)
-    check_choice(config.schedule, "schedule", SCHEDULES)
-    check_choice(config.loss, "loss", LOSSES)
+def check_config(config: TrainConfig, measure: MeasureConfig | None = None) -> None:
+    """:func:`diffeoprobe.config.validate` on both configs, and the device present on this
+    machine: every check before any work starts (one clear error naming the field)."""
+    validate(config)
+    if measure is not None:
+        validate(measure)
     if str(config.device).startswith("cuda") and not torch.cuda.is_available():
         raise DiffeoProbeError(f"device {config.device!r}: CUDA is not available on this machine")
-    return config
 
 
 def train(
@@ -119,8 +105,8 @@ def train(
             process is training in.
         TrainingDiverged: the loss became NaN/inf (the last good checkpoint stays).
     """
-    validate_config(config)
     measure = measure or MeasureConfig()
+    check_config(config, measure)
     if out is None:
         return _train(config, None, measure, progress, log)
     run_dir = Path(out)
@@ -137,7 +123,7 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
     Raises:
         DiffeoProbeError: another process (or another thread) holds it; names it and ``run_dir``.
     """
-    from diffeoprobe.sweep import LOCK_NAME, RunLock
+    from diffeoprobe.runs import LOCK_NAME, RunLock
 
     lock = RunLock(run_dir / LOCK_NAME)
     if lock.held_here():  # a sweep, an ensemble or a seed group took it to call us
@@ -173,9 +159,9 @@ def _train(
 
     # ---- data ---------------------------------------------------------------------------------
     train_set, test_set = _load_data(config)
-    x_test, y_test = _tensors(test_set, config.test_size)
+    x_test, y_test = head(test_set, config.test_size)
     n_train = len(train_set)
-    num_classes = int(max(_labels(train_set).max(), y_test.max())) + 1
+    num_classes = int(max(labels(train_set).max(), y_test.max())) + 1
     probe = x_test[: measure.probe_size] if config.measure else None
 
     # ---- model and optimiser ------------------------------------------------------------------
@@ -252,7 +238,7 @@ def _train(
             tick = time.perf_counter()
             for batch in range(step % steps_per_epoch, steps_per_epoch):
                 index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-                x, y = _batch(train_set, index)
+                x, y = take(train_set, index)
                 if config.augment and x.dim() == 4:
                     from diffeoprobe.data.transforms import augment
 
@@ -378,11 +364,11 @@ def _finished(run_dir: Path) -> RunSummary:
 
 
 def _load_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
-    from diffeoprobe.data import build_dataset
+    from diffeoprobe import data as datasets
 
     common = dict(data_dir=config.data_dir, seed=config.seed, **config.dataset_options)
-    train_set = build_dataset(config.dataset, split="train", **common)
-    test_set = build_dataset(config.dataset, split="test", **common)
+    train_set = datasets.build(config.dataset, split="train", **common)
+    test_set = datasets.build(config.dataset, split="test", **common)
     if config.train_size is not None:
         if config.train_size > len(train_set):
             raise DiffeoProbeError(
@@ -404,25 +390,6 @@ def _subset(dataset: Dataset, index: torch.Tensor) -> Dataset:
         inner = _subset(dataset.dataset, index)
         return NoisyDataset(inner, dataset.noise_norm, mode=dataset.mode, seed=dataset.seed)
     return torch.utils.data.Subset(dataset, index.tolist())
-
-
-def _labels(dataset: Dataset) -> torch.Tensor:
-    if isinstance(dataset, TensorDataset):
-        return dataset.tensors[1]
-    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])
-
-
-def _tensors(dataset: Dataset, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    return _batch(dataset, torch.arange(n))
-
-
-def _batch(dataset: Dataset, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(dataset, TensorDataset):
-        x, y = dataset.tensors[:2]
-        return x[index], y[index]
-    items = [dataset[int(i)] for i in index]
-    return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
 
 
 def _build_model(
@@ -481,7 +448,7 @@ def _error_tensors(
 
 
 def _error(model: nn.Module, dataset: Dataset, limit: int | None, device: torch.device) -> float:
-    x, y = _tensors(dataset, limit)
+    x, y = head(dataset, limit)
     return _error_tensors(model, x, y, device)
 
 
@@ -539,23 +506,11 @@ def _measure_table(
     metrics: dict,
 ) -> pd.DataFrame:
     from diffeoprobe.measure import measure as run_measure
-    from diffeoprobe.perturb.shifts import task_diffeo
 
-    diffeo = task_diffeo(measure.diffeo, config.dataset, config.dataset_options)
-    table = run_measure(
-        model,
-        probe,
-        delta=measure.delta,
-        temperature=measure.temperature,
-        cut=measure.cut,
-        interp=measure.interp,
-        diffeo=diffeo,
-        noise=measure.noise,
-        draws=measure.draws,
-        channel_mean=measure.channel_mean,
-        batch_size=measure.batch_size,
-        seed=config.seed,
+    arguments = measure_arguments(
+        measure, dataset=config.dataset, dataset_options=config.dataset_options
     )
+    table = run_measure(model, probe, **arguments, seed=config.seed)
     for key in ("step", "epoch", "train_error", "test_error"):
         table.insert(0, key, metrics[key])
     table.insert(0, "seed", config.seed)

@@ -1,6 +1,6 @@
 """``diffeoprobe reproduce quick|paper``: every figure of the paper, measured by this code.
 
-Registered on the main app by ``register(app)`` (one line in cli.py).
+Registered on the main app by ``register(app)`` (in ``diffeoprobe.cli``).
 """
 
 from __future__ import annotations

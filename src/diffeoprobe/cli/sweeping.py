@@ -1,8 +1,8 @@
 """The sweep commands of the command line: ``sweep``, ``results`` and ``report``.
 
-:func:`register` adds them to the ``diffeoprobe`` Typer app (``cli.py`` calls it). They are thin:
-the work is in :mod:`diffeoprobe.sweep`, :mod:`diffeoprobe.store` and
-:mod:`diffeoprobe.sweep_report`; user errors are :class:`DiffeoProbeError` (exit code 2 through
+:func:`register` adds them to the ``diffeoprobe`` Typer app (``diffeoprobe.cli`` calls it). They are thin:
+the work is in :mod:`diffeoprobe.sweep`, :mod:`diffeoprobe.sweep.results` and
+:mod:`diffeoprobe.sweep.report`; user errors are :class:`DiffeoProbeError` (exit code 2 through
 ``cli.main``); a sweep with failed runs exits with code 1.
 """
 
@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from diffeoprobe.cli.options import console
 from diffeoprobe.errors import DiffeoProbeError
 
-console = Console()
 COMMANDS = ("sweep", "results", "report")
 SHOWN_ROWS = 20  # rows `results` prints when it writes no file
 
@@ -144,8 +143,8 @@ def results(
       diffeoprobe results runs/quick --runs
       diffeoprobe results runs/quick --sql "SELECT model_options_depth, avg(R) FROM results WHERE layer = 'output' GROUP BY 1"
     """
-    from diffeoprobe import store
     from diffeoprobe.runs import check_table_path
+    from diffeoprobe.sweep import results as store
 
     if out is not None:
         check_table_path(out)
@@ -190,8 +189,8 @@ def report(
 
     Example: diffeoprobe report runs/quick
     """
-    from diffeoprobe import store
-    from diffeoprobe.sweep_report import write_report
+    from diffeoprobe.sweep import results as store
+    from diffeoprobe.sweep.report import write_sweep_report
 
     table = store.query(directory, where=where)
     if table.empty:
@@ -199,7 +198,7 @@ def report(
             f"{directory}: no finished run with a table matches; nothing to draw"
         )
     folder = out or (Path(directory) / "report" if "://" not in directory else Path("report"))
-    page = write_report(table, store.query(directory, view="runs"), folder)
+    page = write_sweep_report(table, store.query(directory, view="runs"), folder)
     console.print(f"wrote {page}")
 
 

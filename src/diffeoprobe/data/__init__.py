@@ -5,7 +5,7 @@ from .cifar import load_cifar10
 from .download import download
 from .idx import load_idx_dataset, read_idx
 from .noisy import NoisyDataset
-from .registry import DATASETS, available_datasets, build_dataset, default_data_dir
+from .registry import DATASETS, SPLITS, WRAPPER_OPTIONS, available, build, default_data_dir
 from .scale_detection import scale_detection
 from .svhn import load_svhn
 from .transforms import NORMALIZATION, augment, horizontal_flip, normalize, random_crop
@@ -13,10 +13,12 @@ from .transforms import NORMALIZATION, augment, horizontal_flip, normalize, rand
 __all__ = [
     "DATASETS",
     "NORMALIZATION",
+    "SPLITS",
+    "WRAPPER_OPTIONS",
     "NoisyDataset",
     "augment",
-    "available_datasets",
-    "build_dataset",
+    "available",
+    "build",
     "default_data_dir",
     "download",
     "horizontal_flip",

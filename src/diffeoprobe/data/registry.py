@@ -1,14 +1,13 @@
-"""Data sets by name: ``build_dataset("fashionmnist", split="test")``.
+"""Data sets by name: ``build("fashionmnist", split="test")``, ``available()``.
 
 A factory is registered with keyword arguments ``split``, ``seed``, optionally ``data_dir``, and its
-own options; :func:`build_dataset` checks the options against the factory's signature so that a
-misspelt option is a :class:`~diffeoprobe.errors.DiffeoProbeError` listing the accepted ones.
+own options; :func:`build` checks the options against the factory's signature so that a misspelt
+option is a :class:`~diffeoprobe.errors.DiffeoProbeError` listing the accepted ones.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from pathlib import Path
 
 from torch.utils.data import Dataset, TensorDataset
@@ -26,15 +25,14 @@ from .svhn import load_svhn
 from .transforms import NORMALIZATION
 from .transforms import normalize as normalize_images
 
-__all__ = ["DATASETS", "SPLITS", "available_datasets", "build_dataset", "default_data_dir"]
+__all__ = ["DATASETS", "SPLITS", "WRAPPER_OPTIONS", "available", "build", "default_data_dir"]
 
-DATASETS: Registry[TensorDataset] = Registry("dataset")
+DATASETS: Registry[TensorDataset] = Registry("dataset", passed=("split", "seed", "data_dir"))
 SPLITS = ("train", "test")
-_COMMON = ("split", "seed", "data_dir")  # passed by build_dataset, not user options
-_WRAPPERS = "normalize, noise_norm, noise_mode"  # options build_dataset applies to every data set
+WRAPPER_OPTIONS = ("normalize", "noise_norm", "noise_mode")  # build applies them to every data set
 
 
-def build_dataset(
+def build(
     name: str,
     *,
     split: str = "test",
@@ -48,7 +46,7 @@ def build_dataset(
     """Build one split of the data set registered as ``name``.
 
     Args:
-        name: a name from :func:`available_datasets` (case-insensitive).
+        name: a name from :func:`available` (case-insensitive).
         split: ``"train"`` or ``"test"``.
         data_dir: where a file-backed data set lives (its own default when ``None``); refused by
             synthetic data sets, which read nothing.
@@ -70,7 +68,7 @@ def build_dataset(
         :class:`~diffeoprobe.data.noisy.NoisyDataset` over it instead, whose items ``(x, y)`` are
         the same shapes and whose ``set_epoch(epoch)`` picks the epoch's noise.
 
-    >>> x, y = build_dataset("scale-detection", split="train", d=16, xi=4, train_size=8)[:]
+    >>> x, y = build("scale-detection", split="train", d=16, xi=4, train_size=8)[:]
     >>> tuple(x.shape), y.dtype
     ((8, 1, 16), torch.int64)
     """
@@ -87,10 +85,18 @@ def build_dataset(
             f"normalize=True: dataset {name!r} has no published mean and std; it is offered for "
             f"{', '.join(sorted(NORMALIZATION))}"
         )
+    reads_files = "data_dir" in inspect.signature(factory).parameters
+    if data_dir is not None and not reads_files:
+        raise DiffeoProbeError(f"dataset {name!r} reads no files: it takes no data_dir")
+    DATASETS.check_options(
+        name,
+        options,
+        extra=WRAPPER_OPTIONS,
+        note=" (it reads no files)" if not reads_files and "download" in options else "",
+    )
     kwargs: dict[str, object] = {"split": split, "seed": seed, **options}
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
-    _check_options(name, factory, kwargs)
     data = factory(**kwargs)
 
     if normalize:
@@ -105,28 +111,9 @@ def build_dataset(
     return data
 
 
-def available_datasets() -> list[str]:
+def available() -> list[str]:
     """The registered data set names, sorted."""
     return DATASETS.available()
-
-
-def _check_options(name: str, factory: Callable[..., object], kwargs: dict[str, object]) -> None:
-    """Refuse keyword arguments that ``factory`` does not take, listing those it does."""
-    parameters = inspect.signature(factory).parameters
-    unknown = sorted(set(kwargs) - set(parameters))
-    if unknown:
-        accepted = [p for p in parameters if p not in _COMMON]
-        takes = ", ".join(accepted) if accepted else "no options"
-        reads_files = "data_dir" in parameters
-        extra = (
-            ""
-            if reads_files or not {"data_dir", "download"} & set(unknown)
-            else " (it reads no files)"
-        )
-        raise DiffeoProbeError(
-            f"dataset {name!r} does not accept {', '.join(unknown)}{extra}; it takes: {takes} "
-            f"(and, like every data set, {_WRAPPERS})"
-        )
 
 
 def default_data_dir(name: str) -> Path:

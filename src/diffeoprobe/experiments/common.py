@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from diffeoprobe import runs
-from diffeoprobe.config import MeasureConfig, TrainConfig
+from diffeoprobe.config import MeasureConfig, TrainConfig, measure_arguments
+from diffeoprobe.data.tensors import head, labels
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.experiments.preconditions import chance_error
 from diffeoprobe.experiments.presets import Preset, ZooNet
@@ -205,12 +206,12 @@ def typical_norm(dataset: str, options: str) -> float:
     >>> round(typical_norm("scale-detection", '{"dim": 1, "d": 128, "xi": 32}'), 4)  # two 1s
     1.4142
     """
-    from diffeoprobe.data import build_dataset
+    from diffeoprobe import data as datasets
 
     values = {k: v for k, v in json.loads(options).items() if k not in ("noise_norm", "noise_mode")}
     values.pop("download", None)
-    data = build_dataset(dataset, split="train", seed=0, **values)
-    x, _ = _first(data, min(len(data), 10_000))
+    data = datasets.build(dataset, split="train", seed=0, **values)
+    x, _ = head(data, 10_000)
     return float(x.flatten(1).norm(dim=1).mean())
 
 
@@ -342,7 +343,7 @@ class Context:
         return x[: run.measure.probe_size]
 
     def _data(self, run: Run) -> tuple[torch.Tensor, int]:
-        from diffeoprobe.data import build_dataset
+        from diffeoprobe import data as datasets
 
         config = run.config
         options = dict(config.dataset_options)
@@ -352,27 +353,13 @@ class Context:
         key = json.dumps([config.dataset, options, config.seed, config.data_dir], default=str)
         if key not in self._cache:
             common = dict(data_dir=config.data_dir, seed=config.seed, **options)
-            test = build_dataset(config.dataset, split="test", **common)
+            test = datasets.build(config.dataset, split="test", **common)
             n = len(test) if config.test_size is None else min(config.test_size, len(test))
-            x, y = _first(test, n)
-            train_labels = _labels(build_dataset(config.dataset, split="train", **common))
+            x, y = head(test, n)
+            train_labels = labels(datasets.build(config.dataset, split="train", **common))
             classes = int(max(int(train_labels.max()), int(y.max()))) + 1
             self._cache[key] = (x, classes)
         return self._cache[key]
-
-
-def _first(dataset: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if hasattr(dataset, "tensors"):
-        x, y = dataset.tensors[:2]
-        return x[:n], y[:n]
-    items = [dataset[i] for i in range(n)]
-    return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
-
-
-def _labels(dataset: Any) -> torch.Tensor:
-    if hasattr(dataset, "tensors"):
-        return dataset.tensors[1]
-    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])
 
 
 def _needs_remeasure(run: Run) -> bool:
@@ -384,25 +371,10 @@ def _needs_remeasure(run: Run) -> bool:
 
 def measure_options(run: Run) -> dict[str, Any]:
     """``measure`` keyword arguments from the run's MeasureConfig, with the proper diffeo."""
-    m = run.measure
-    return dict(
-        delta=m.delta,
-        temperature=m.temperature,
-        cut=m.cut,
-        interp=m.interp,
-        diffeo=diffeo_for(run.config, m),
-        noise=m.noise,
-        draws=m.draws,
-        channel_mean=m.channel_mean,
-        batch_size=m.batch_size,
+    config = run.config
+    return measure_arguments(
+        run.measure, dataset=config.dataset, dataset_options=config.dataset_options
     )
-
-
-def diffeo_for(config: TrainConfig, measure: MeasureConfig) -> Any:
-    """The diffeo of a run: the pixel shift on scale-detection (Task 2: kept inside the blocks)."""
-    from diffeoprobe.perturb.shifts import task_diffeo
-
-    return task_diffeo(measure.diffeo, config.dataset, config.dataset_options)
 
 
 # ---- shaping tables --------------------------------------------------------------------------------
@@ -554,7 +526,7 @@ def how_to_get(dataset: str, options: dict[str, Any] | None = None) -> str:
     calls = "; ".join(  # no square brackets: rich would read them as markup
         f"b({dataset!r}, split={split!r}, download=True{where})" for split in ("train", "test")
     )
-    command = f'python -c "from diffeoprobe.data import build_dataset as b; {calls}"'
+    command = f'python -c "from diffeoprobe.data import build as b; {calls}"'
     text = (
         f"to make it available, run `{command}` on a machine with network (and copy {directory} "
         "here)"
@@ -570,10 +542,10 @@ def how_to_get(dataset: str, options: dict[str, Any] | None = None) -> str:
 
 @functools.cache
 def _loads(dataset: str, options: str) -> bool:
-    from diffeoprobe.data import build_dataset
+    from diffeoprobe import data as datasets
 
     try:
-        build_dataset(dataset, split="test", **json.loads(options))
+        datasets.build(dataset, split="test", **json.loads(options))
     except DiffeoProbeError:
         return False
     return True

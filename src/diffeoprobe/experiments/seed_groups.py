@@ -117,7 +117,7 @@ def _train_group(
     import torch
 
     from diffeoprobe.ensemble import train_together
-    from diffeoprobe.sweep import LOCK_NAME, RunLock
+    from diffeoprobe.runs import LOCK_NAME, RunLock
 
     if threads:
         torch.set_num_threads(threads)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from diffeoprobe.config import DIFFEOS, INTERPOLATIONS, NOISES
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.measure.capture import plan_capture, run_captured
 from diffeoprobe.measure.stats import SensitivitySums
@@ -32,9 +33,6 @@ Diffeo = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 Noise = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 """``(x, tau x, generator) -> eta``: the noise added to ``x`` (not ``x + eta``)."""
 
-DIFFEOS = ("max-entropy", "pixel-shift")
-NOISES = ("matched", "rectified")
-INTERPOLATIONS = ("bilinear", "nearest", "gaussian")
 
 PERTURBATION_BLOCK = 256
 """Perturbations are drawn for fixed blocks of this many probe images, each block with its own

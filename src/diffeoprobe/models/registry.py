@@ -35,7 +35,7 @@ from .vgg import VGG
 
 __all__ = ["MODELS", "available", "build"]
 
-MODELS: Registry[nn.Module] = Registry("model")
+MODELS: Registry[nn.Module] = Registry("model", passed=("in_channels", "num_classes"))
 TIMM_PREFIX = "timm:"
 
 
@@ -76,11 +76,7 @@ def build(
     parameters = inspect.signature(factory).parameters
     if input_size is not None and "input_size" in parameters and "input_size" not in options:
         options = {**options, "input_size": input_size}
-    unknown = sorted(set(options) - set(parameters))
-    if unknown:
-        accepted = [p for p in parameters if p not in ("in_channels", "num_classes")]
-        takes = f"it takes: {', '.join(accepted)}" if accepted else "it takes no options"
-        raise DiffeoProbeError(f"model {name!r} does not accept {', '.join(unknown)}; {takes}")
+    MODELS.check_options(name, options)
     return factory(in_channels=in_channels, num_classes=num_classes, **options)
 
 

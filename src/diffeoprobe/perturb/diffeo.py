@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from diffeoprobe.config import INTERPOLATIONS
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.validate import (
     MAX_TEMPERATURE,
@@ -38,8 +39,6 @@ from diffeoprobe.validate import (
     check_size,
     check_temperature,
 )
-
-INTERPOLATIONS = ("bilinear", "nearest", "gaussian")
 
 # Width of the Gaussian interpolation kernel in pixels: the published reference's value
 # (docs/science.md section 2, "sigma about 0.47 pixel").

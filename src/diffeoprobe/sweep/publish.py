@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.sweep import RUNS_DIR
 
-RUNS_DIR = "runs"
 LAST = ("done.json", "run.json")  # written last, in this order: run.json marks a published run
 SKIPPED = (".lock",)  # the lock belongs to the stage
 

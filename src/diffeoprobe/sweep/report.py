@@ -1,6 +1,6 @@
 """Figures over a whole sweep, and a self-contained HTML page that shows them.
 
-Each function takes the ``results`` table of :mod:`diffeoprobe.store` (one row per run, checkpoint
+Each function takes the ``results`` table of :mod:`diffeoprobe.sweep.results` (one row per run, checkpoint
 and layer: ``run``, ``model``, ``step``, ``layer``, ``rel_depth``, ``D``, ``G``, ``R``, ``*_se``,
 ``test_error`` and the config columns) and returns a matplotlib Figure.
 """
@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from diffeoprobe.plots import QUANTITIES, error_versus_r, layer_curves, plt, save_figure
 from diffeoprobe.runs import atomic_write_bytes
-from diffeoprobe.store import varying_settings
+from diffeoprobe.sweep.results import varying_settings
 
 PER_RUN_LIMIT = 12  # per-run layer figures are drawn for sweeps of at most this many runs
 
@@ -100,7 +100,7 @@ def sweep_figures(table: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Figure]:
     return figures
 
 
-def write_report(table: pd.DataFrame, runs: pd.DataFrame, out: str | Path) -> Path:
+def write_sweep_report(table: pd.DataFrame, runs: pd.DataFrame, out: str | Path) -> Path:
     """Write every figure as PNG and PDF into ``out`` and ``out/report.html``; returns the page."""
     out = Path(out)
     images = []

@@ -32,11 +32,11 @@ import pandas as pd
 
 from diffeoprobe import runs
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.sweep import RUNS_DIR
 
 if TYPE_CHECKING:
     import duckdb
 
-RUNS_DIR = "runs"  # the same layout as diffeoprobe.sweep (kept here so the store imports no torch)
 ORDER = ("run", "step", "depth")  # rows come sorted by these (those present)
 RUN_COLUMNS = ("run", "grid", "status", "seconds", "attempts", "test_error")
 NOT_SETTINGS = {*RUN_COLUMNS, "seed"}  # run-table columns that are not swept settings

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from diffeoprobe import runs, store
+from diffeoprobe import runs
 from diffeoprobe.cli import app
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.sweep import expand_grid, run_dir, run_sweep
+from diffeoprobe.sweep import results as store
 
 GRID = {
     "train": {

@@ -1,0 +1,43 @@
+"""The ``diffeoprobe`` command line: a thin layer over the library (Typer).
+
+One module per command group: :mod:`~diffeoprobe.cli.measuring` (``measure``, ``deform``,
+``theory``), :mod:`~diffeoprobe.cli.training` (``train``, ``plot``),
+:mod:`~diffeoprobe.cli.sweeping` (``sweep``, ``results``, ``report``) and
+:mod:`~diffeoprobe.cli.reproducing` (``reproduce``); :mod:`~diffeoprobe.cli.options` derives
+options from the config dataclasses. No module imports torch at start: ``diffeoprobe --help`` is
+fast, and ``sweep`` starts its worker processes before torch loads. User errors
+(:class:`DiffeoProbeError`) are printed as one line on standard error with exit code 2, never as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from diffeoprobe.cli import measuring, reproducing, sweeping, training
+from diffeoprobe.errors import DiffeoProbeError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="diffeoprobe",
+    help="Measure how sensitive each layer of a network is to smooth deformations versus noise.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+measuring.register(app)
+training.register(app)
+sweeping.register(app)
+reproducing.register(app)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()  # standalone mode: usage errors print themselves and exit with code 2
+    except DiffeoProbeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
