@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_measure_writes_parquet_and_csv_with_a_row_per_layer(
 
 def test_measure_same_seed_same_table(monkeypatch, capsys, tmp_path: Path) -> None:
     for name in ("a", "b"):
-        run_cli(
+        code, _, err = run_cli(
             monkeypatch,
             capsys,
             "measure",
@@ -70,6 +71,7 @@ def test_measure_same_seed_same_table(monkeypatch, capsys, tmp_path: Path) -> No
             "--out",
             str(tmp_path / f"{name}.parquet"),
         )
+        assert code == 0, err
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
     )
@@ -105,7 +107,6 @@ def test_measure_loads_a_checkpoint_and_refuses_one_that_does_not_fit(
         (["--out", "table.xlsx"], "--out"),
         (["--dataset", "fashionmnist", "--data-dir", "/nonexistent"], "/nonexistent"),
         (["-d", "xi"], "KEY=VALUE"),
-        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--cut", "-3"], "cu"),
     ],
 )
 def test_user_errors_exit_2_with_one_message_and_no_traceback(
@@ -116,6 +117,33 @@ def test_user_errors_exit_2_with_one_message_and_no_traceback(
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_measure_on_cuda_without_cuda_is_a_user_error(monkeypatch, capsys) -> None:
+    """On a machine said to have no CUDA (``torch.cuda.is_available`` patched to False), so that
+    the test means the same on a machine that has a GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run_cli(monkeypatch, capsys, "measure", *SMALL, "--device", "cuda:7")
+    assert code == 2
+    assert "--device 'cuda:7'" in err and "CUDA is not available" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_measure_on_cuda_gives_the_layers_of_the_cpu_table(
+    monkeypatch, capsys, tmp_path: Path
+) -> None:
+    tables = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / f"{device}.parquet"
+        code, _, err = run_cli(
+            monkeypatch, capsys, "measure", *SMALL, "--device", device, "--out", str(out)
+        )
+        assert code == 0, err
+        tables[device] = pd.read_parquet(out)
+    assert list(tables["cuda"]["layer"]) == list(tables["cpu"]["layer"])
+    assert (tables["cuda"]["n"] == 40).all() and tables["cuda"]["D"].notna().all()
 
 
 def test_deform_writes_a_png(monkeypatch, capsys, tmp_path: Path) -> None:
@@ -143,10 +171,38 @@ def test_deform_writes_a_png(monkeypatch, capsys, tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def command_paths() -> list[tuple[str, ...]]:
+    """Every command of the ``diffeoprobe`` app, as the words that call it (``("measure",)``, or
+    ``("group", "command")`` inside a group): the Click tree Typer builds from the app's
+    registered commands and groups, so a command added later is found without naming it here."""
+    import typer.main
+
+    from diffeoprobe.cli import app
+
+    root = typer.main.get_command(app)  # Typer's own (vendored) Click: groups have .commands
+    registered = len(app.registered_commands) + len(app.registered_groups)
+    assert len(root.commands) == registered > 0  # the tree is the registered commands, all
+
+    def walk(command: object, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        children = getattr(command, "commands", None)
+        if children is None:
+            return [path]
+        return [p for name, sub in children.items() for p in walk(sub, (*path, name))]
+
+    return walk(root, ())
+
+
 def test_every_command_has_help_with_an_example(monkeypatch, capsys) -> None:
-    for command in ("measure", "deform"):
-        code, out, _ = run_cli(monkeypatch, capsys, command, "--help")
-        assert code == 0 and "Example: diffeoprobe " + command in " ".join(out.split())
+    paths = command_paths()
+    assert {("measure",), ("deform",)} <= set(paths)
+    missing = []
+    for path in paths:
+        code, out, err = run_cli(monkeypatch, capsys, *path, "--help")
+        assert code == 0, (path, err)
+        words = " ".join(out.split())
+        if not re.search(rf"Examples?: diffeoprobe {re.escape(' '.join(path))}( |$)", words):
+            missing.append(" ".join(path))
+    assert not missing, f"--help without an 'Example: diffeoprobe ...' line: {missing}"
 
 
 def test_real_subprocess_user_error_and_success(tmp_path: Path) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_report import CHROMIUM, check_rendered, render_in_chromium
@@ -15,6 +17,8 @@ from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.experiments import FIGURES, PRESETS, figure_specs, reproduce
 from diffeoprobe.experiments.common import run_id
 from diffeoprobe.experiments.driver import CLAIM_COLUMNS
+from diffeoprobe.experiments.error_vs_r import fit_power
+from diffeoprobe.experiments.spec import spearman
 
 
 @pytest.fixture(scope="module")
@@ -293,3 +297,89 @@ def test_cli_refuses_another_presets_directory_and_force_reuses_it(
     assert json.loads((tmp_path / "reproduce.json").read_text())["overrides"] == {
         "theory_draws": "2"
     }
+
+
+# ---- the statistics of the claims (warnings are errors in this suite: degenerate input is quiet)
+
+
+def test_spearman_is_the_correlation_of_the_ranks() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=20), rng.normal(size=20)
+    d = pd.Series(x).rank() - pd.Series(y).rank()
+    n = len(x)
+    assert spearman(x, y) == pytest.approx(1 - 6 * (d**2).sum() / (n * (n**2 - 1)), abs=1e-12)
+    assert spearman(x, np.exp(3 * x)) == pytest.approx(1.0)  # any increasing map
+    assert spearman(x, -(x**3)) == pytest.approx(-1.0)
+    ties_x, ties_y = [1, 2, 2, 3, 5, 5], [2, 1, 4, 4, 9, 0]  # ties: Pearson of the mean ranks
+    ranks_x, ranks_y = pd.Series(ties_x).rank(), pd.Series(ties_y).rank()
+    assert spearman(ties_x, ties_y) == pytest.approx(np.corrcoef(ranks_x, ranks_y)[0, 1])
+
+
+def test_spearman_drops_pairs_with_a_non_finite_value() -> None:
+    x, y = [1, 2, math.nan, 4, 5, 6], [1, 3, 9, 2, math.inf, 4]
+    assert spearman(x, y) == pytest.approx(spearman([1, 2, 4, 6], [1, 3, 2, 4]))
+
+
+@pytest.mark.parametrize(
+    ("x", "y"),
+    [
+        ([], []),
+        ([1, 2], [1, 2]),  # fewer than 3 pairs
+        ([1, 2, math.nan, 4], [1, math.inf, 3, 4]),  # 2 finite pairs
+        ([1, 2, 3], [4, 4, 4]),  # constant y
+        ([7, 7, 7, 7], [1, 2, 3, 4]),  # constant x
+    ],
+)
+def test_spearman_is_nan_when_undefined(x: list[float], y: list[float]) -> None:
+    assert math.isnan(spearman(x, y))
+
+
+def test_fit_power_is_least_squares_in_log_log_with_its_standard_errors() -> None:
+    rng = np.random.default_rng(1)
+    r = np.geomspace(1e-4, 1, 12)
+    error = 0.2 * np.sqrt(r) * np.exp(rng.normal(0, 0.3, r.size))
+    fit = fit_power(r, error)
+    x, y = np.log10(r), np.log10(error)  # the regression written out
+    sxx = ((x - x.mean()) ** 2).sum()
+    b = ((x - x.mean()) * (y - y.mean())).sum() / sxx
+    c = y.mean() - b * x.mean()
+    s2 = ((y - c - b * x) ** 2).sum() / (len(x) - 2)
+    c_se = math.sqrt(s2 * (1 / len(x) + x.mean() ** 2 / sxx))
+    assert fit["n"] == len(r)
+    assert fit["b"] == pytest.approx(b, rel=1e-10) and fit["a"] == pytest.approx(10**c, rel=1e-10)
+    assert fit["b_se"] == pytest.approx(math.sqrt(s2 / sxx), rel=1e-10)
+    assert fit["log10_a_se"] == pytest.approx(c_se, rel=1e-10)
+    assert fit["a_se"] == pytest.approx(10**c * math.log(10) * c_se, rel=1e-10)
+    assert 0.5 - 3 * fit["b_se"] < fit["b"] < 0.5 + 3 * fit["b_se"]  # the law it was drawn from
+    exact = fit_power(r, 0.2 * np.sqrt(r))
+    assert (exact["a"], exact["b"]) == (pytest.approx(0.2), pytest.approx(0.5))
+    # scipy's errors go through sqrt(1 - r^2): an exact law leaves ~1e-8 of rounding, not 0
+    assert exact["b_se"] < 1e-6 * exact["b"]
+
+
+def test_fit_power_drops_points_that_are_not_positive_and_finite() -> None:
+    r, error = (
+        np.array([0.0, 1e-3, 1e-2, -1.0, 0.1, 1.0]),
+        np.array([0.1, 0.01, 0.03, 0.2, 0.05, math.nan]),
+    )
+    assert fit_power(r, error) == pytest.approx(fit_power(r[[1, 2, 4]], error[[1, 2, 4]]))
+    assert fit_power(r, error)["n"] == 3
+
+
+def test_fit_power_on_too_few_points() -> None:
+    for r, error in (([], []), ([0.1], [0.2]), ([0.0, -1.0, 0.1], [0.1, 0.1, 0.1])):
+        fit = fit_power(np.array(r, float), np.array(error, float))
+        assert fit["n"] == min(len(r), 1)
+        assert all(math.isnan(fit[k]) for k in ("a", "b", "a_se", "b_se", "log10_a_se"))
+    same_r = fit_power(np.array([0.1, 0.1, 0.1]), np.array([0.1, 0.2, 0.3]))
+    assert same_r["n"] == 3 and math.isnan(same_r["b"]) and math.isnan(same_r["b_se"])
+    two = fit_power(np.array([0.01, 1.0]), np.array([0.02, 0.2]))  # the line, no errors
+    assert (two["a"], two["b"]) == (pytest.approx(0.2), pytest.approx(0.5))
+    assert math.isnan(two["b_se"]) and math.isnan(two["a_se"]) and two["n"] == 2
+    flat = fit_power(np.array([0.01, 0.1, 1.0]), np.array([0.3, 0.3, 0.3]))  # an exact fit
+    assert (flat["a"], flat["b"], flat["b_se"], flat["a_se"]) == (
+        pytest.approx(0.3),
+        pytest.approx(0.0, abs=1e-15),
+        0.0,
+        0.0,
+    )

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from diffeoprobe import runs
+from diffeoprobe import atomic, runs
 from diffeoprobe.data import download
 
 WRITERS: dict[str, Callable[[Path], Path]] = {
@@ -20,7 +20,7 @@ WRITERS: dict[str, Callable[[Path], Path]] = {
     "write_table_csv": lambda path: runs.write_table(pd.DataFrame({"x": [1]}), path / "t.csv"),
     "save_weights": lambda path: runs.save_weights(nn.Linear(2, 1), path / "w.safetensors"),
     "save_training_state": lambda path: runs.save_training_state(path / "s.pt", {"step": 1}),
-    "atomic_write_bytes": lambda path: runs.atomic_write_bytes(path / "b.bin", b"abc"),
+    "atomic_write_bytes": lambda path: atomic.atomic_write_bytes(path / "b.bin", b"abc"),
 }
 
 
@@ -67,7 +67,7 @@ def test_temporary_files_never_reuse_an_existing_name(tmp_path: Path) -> None:
     target = tmp_path / "x.json"
     made = set()
     for _ in range(20):
-        fd, tmp = runs.create_temporary(target)
+        fd, tmp = atomic.create_temporary(target)
         os.close(fd)
         assert tmp.parent == tmp_path and tmp.name.startswith(".x.json.")
         assert tmp.name.endswith(".tmp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -11,12 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from diffeoprobe import runs
 from diffeoprobe.config import MeasureConfig, TrainConfig
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.training import TrainingDiverged, checkpoint_steps, train
 
+train_module = importlib.import_module("diffeoprobe.training")
 TASK = {"d": 32, "xi": 8, "train_size": 256, "test_size": 128}
 NET = {"depth": 4, "width": 16}
 
@@ -77,10 +80,32 @@ def test_training_learns_and_writes_a_tidy_table_per_checkpoint(tmp_path: Path) 
     pd.testing.assert_frame_equal(again.table, table)
 
 
-def test_in_memory_training_is_reproducible() -> None:
-    one = train(small_config(measure=False, epochs=2))
-    two = train(small_config(measure=False, epochs=2))
+def test_in_memory_training_is_reproducible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two in-memory trainings with one seed end with the same weights, bit for bit (on CPU).
+
+    ``train(config)`` without a directory keeps no checkpoint, so the test keeps a reference to
+    each model ``train`` builds (its model factory wrapped) and compares the trained weights."""
+    built: list[torch.nn.Module] = []
+    build = train_module._build_model
+
+    def keep(*args: object, **kwargs: object) -> torch.nn.Module:
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(train_module, "_build_model", keep)
+    config = small_config(measure=False, epochs=2, device="cpu")
+    one, two = train(config), train(config)
+    assert len(built) == 2 and built[0] is not built[1]
     assert (one.train_error, one.test_error) == (two.train_error, two.test_error)
+    first, second = built[0].state_dict(), built[1].state_dict()
+    assert list(first) == list(second) and first
+    for name, tensor in first.items():
+        assert tensor.device.type == "cpu"
+        assert torch.equal(tensor, second[name]), f"{name} differs between the two trainings"
+    # the weights did train: they moved away from a fresh model's of the same seed
+    torch.manual_seed(config.seed)
+    fresh = build(config, in_channels=1, num_classes=2, input_size=TASK["d"]).state_dict()
+    assert any(not torch.equal(first[name], fresh[name]) for name in fresh)
 
 
 def test_a_directory_holding_another_configuration_is_refused(tmp_path: Path) -> None:

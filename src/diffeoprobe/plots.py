@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from diffeoprobe.atomic import atomic_write_bytes  # noqa: E402
 from diffeoprobe.perturb import deform, temperature_range, typical_displacement  # noqa: E402
-from diffeoprobe.runs import atomic_write_bytes  # noqa: E402
 
 
 def deform_grid(

@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from diffeoprobe.runs import atomic_write_bytes
+from diffeoprobe.atomic import atomic_write_bytes
 
 __all__ = ["render_report", "write_report"]
 

@@ -96,7 +96,7 @@ def download(
 
 def _download_one(url: str, path: Path, expected: dict[str, str]) -> Path:
     """Stream one address into a temporary file next to ``path``; rename it once it checks out."""
-    from diffeoprobe.runs import create_temporary
+    from diffeoprobe.atomic import create_temporary
 
     request = urllib.request.Request(url, headers=_HEADERS)
     path.parent.mkdir(parents=True, exist_ok=True)

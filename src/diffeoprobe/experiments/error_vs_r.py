@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from matplotlib.figure import Figure
 
 from diffeoprobe.experiments import plotting
@@ -188,29 +189,37 @@ def _fc_contrast(outputs: pd.DataFrame) -> str:
 
 
 def fit_power(r: np.ndarray, error: np.ndarray) -> dict[str, float]:
-    """``error = a R^b`` by least squares on ``log10``: a, b, their standard errors, n.
+    """``error = a R^b`` by least squares on ``log10`` (:func:`scipy.stats.linregress`).
+
+    Returns ``a``, ``b``, their standard errors ``a_se`` and ``b_se``, ``log10_a_se`` (the
+    intercept's) and ``n``, the number of points used. Points whose ``R`` or error is not positive
+    and finite are dropped. With fewer than 2 points, or all at one ``R``, every value is NaN; with
+    exactly 2 the line through them is returned and the standard errors are NaN (no residual
+    degree of freedom is left to estimate them); one error at every ``R`` is an exact fit, b = 0
+    with standard errors 0. ``a_se = a ln(10) log10_a_se``, first order.
 
     >>> f = fit_power(np.array([0.01, 0.1, 1.0]), 0.2 * np.sqrt([0.01, 0.1, 1.0]))
     >>> round(f["a"], 6), round(f["b"], 6)
     (0.2, 0.5)
     """
-    x, y = np.log10(np.asarray(r, float)), np.log10(np.asarray(error, float))
+    with np.errstate(divide="ignore", invalid="ignore"):  # log10 of 0 or < 0: dropped below
+        x, y = np.log10(np.asarray(r, float)), np.log10(np.asarray(error, float))
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     n = len(x)
     if n < 2 or np.ptp(x) == 0:
         return dict(a=math.nan, b=math.nan, a_se=math.nan, b_se=math.nan, log10_a_se=math.nan, n=n)
-    b, c = np.polyfit(x, y, 1)
-    if n > 2:
-        residual = y - (b * x + c)
-        s2 = float(residual @ residual) / (n - 2)
-        sxx = float(((x - x.mean()) ** 2).sum())
-        b_se = math.sqrt(s2 / sxx)
-        c_se = math.sqrt(s2 * (1 / n + x.mean() ** 2 / sxx))
-    else:
+    fit = scipy.stats.linregress(x, y)
+    if n == 2:  # scipy reports 0 for both errors: there is no residual to estimate them from
         b_se = c_se = math.nan
-    a = float(10**c)
-    return dict(a=a, b=float(b), a_se=a * math.log(10) * c_se, b_se=b_se, log10_a_se=c_se, n=n)
+    elif np.ptp(y) == 0:  # one error for every R: an exact fit (scipy's r, hence errors, is NaN)
+        b_se = c_se = 0.0
+    else:
+        b_se, c_se = float(fit.stderr), float(fit.intercept_stderr)
+    a = float(10**fit.intercept)
+    return dict(
+        a=a, b=float(fit.slope), a_se=a * math.log(10) * c_se, b_se=b_se, log10_a_se=c_se, n=n
+    )
 
 
 def _trained(table: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from matplotlib.figure import Figure
 
 from diffeoprobe.config import MeasureConfig, TrainConfig
@@ -152,20 +153,23 @@ class FigureSpec:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (ties get mean ranks); NaN for fewer than 3 finite points.
+    """Spearman's rank correlation (ties get mean ranks), by :func:`scipy.stats.spearmanr`.
+
+    Pairs with a non-finite value are dropped. NaN, without a warning, for fewer than 3 finite
+    pairs or a constant ``x`` or ``y`` (its ranks have no spread: the correlation is undefined).
 
     >>> spearman([1, 2, 3, 4], [10, 8, 5, 1])
     -1.0
+    >>> spearman([1, 2, 3], [5, 5, 5])
+    nan
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 3:
-        return math.nan
-    rx = pd.Series(x[keep]).rank().to_numpy()
-    ry = pd.Series(y[keep]).rank().to_numpy()
-    if rx.std() == 0 or ry.std() == 0:
-        return math.nan
-    return float(np.corrcoef(rx, ry)[0, 1])
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan  # scipy would warn (ConstantInputWarning) and return NaN
+    rho, _ = scipy.stats.spearmanr(x, y)
+    return float(rho)
 
 
 TREND = 0.5

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from diffeoprobe.atomic import atomic_write_bytes
 from diffeoprobe.plots import QUANTITIES, error_versus_r, layer_curves, plt, save_figure
-from diffeoprobe.runs import atomic_write_bytes
 from diffeoprobe.sweep.results import varying_settings
 
 PER_RUN_LIMIT = 12  # per-run layer figures are drawn for sweeps of at most this many runs
