@@ -17,10 +17,10 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -64,7 +64,8 @@ class MissingRuns(DiffeoProbeError):
 
 def run_id(config: TrainConfig, measure: MeasureConfig) -> str:
     """The run's directory name under ``DIR/runs/``: :func:`diffeoprobe.sweep.run_id` (a hash of
-    both configs), so ``diffeoprobe sweep`` and the store read reproduce's runs as their own."""
+    both configs), so ``diffeoprobe sweep`` and the store read reproduce's runs as their own.
+    """
     from diffeoprobe.sweep import run_id as sweep_id
 
     return sweep_id(config, measure)
@@ -94,7 +95,8 @@ def sd_run(
 ) -> Run:
     """The 1D scale-detection CNN on Task ``task`` (docs/science.md section 6), hinge loss, plain SGD
     at ``lr = lr_per_width * width`` (the preset's by default; Adam at ``adam_lr`` when given),
-    stopped at zero training error."""
+    stopped at zero training error.
+    """
     width = width or preset.sd_width
     lr_per_width = lr_per_width or preset.sd_lr_per_width
     options: dict[str, Any] = dict(width=width)
@@ -210,7 +212,8 @@ def typical_norm(dataset: str, options: str) -> float:
     values = {k: v for k, v in json.loads(options).items() if k not in ("noise_norm", "noise_mode")}
     values.pop("download", None)
     data = build_dataset(dataset, split="train", seed=0, **values)
-    x, _ = _first(data, min(len(data), 10_000))
+    size = len(cast(Sized, data))  # torch's Dataset declares no __len__; ours all have one
+    x, _ = _first(data, min(size, 10_000))
     return float(x.flatten(1).norm(dim=1).mean())
 
 
@@ -227,6 +230,7 @@ class Context:
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def run_dir(self, run: Run) -> Path:
+        """The directory of ``run`` under ``root``."""
         return self.root / "runs" / run_id(run.config, run.measure)
 
     def require(self, needed: Iterable[Run], figure: str) -> None:
@@ -251,7 +255,8 @@ class Context:
 
     def table(self, run: Run) -> pd.DataFrame:
         """The run's layer-wise table at init and at the end (``state`` column), tags and the
-        chance error (``1 - 1 / classes``, for the claims' preconditions) added."""
+        chance error (``1 - 1 / classes``, for the claims' preconditions) added.
+        """
         key = f"table:{self.run_dir(run).name}"
         if key not in self._cache:
             first, last = self.steps(run)
@@ -278,7 +283,8 @@ class Context:
         **overrides: Any,
     ) -> pd.DataFrame:
         """``measure`` of the run's model at ``step`` (or of ``model``) on its probe images, with
-        the run's settings and seed, the data set's proper diffeo, and ``overrides``."""
+        the run's settings and seed, the data set's proper diffeo, and ``overrides``.
+        """
         from diffeoprobe.measure import measure
 
         net = self.model(run, step) if model is None else model
@@ -297,7 +303,8 @@ class Context:
         """The run's representations at initialisation for seeds ``0 .. count - 1``: the paper
         averages the untrained value over 5 initialisations (docs/science.md section 4). Seeds that
         were trained come from their init checkpoint (``table``); the others are fresh nets built
-        and measured with that seed, as ``train()`` would have."""
+        and measured with that seed, as ``train()`` would have.
+        """
         from diffeoprobe.measure import measure
 
         seeds = [s for s in range(count) if s != run.config.seed]
@@ -353,7 +360,8 @@ class Context:
         if key not in self._cache:
             common = dict(data_dir=config.data_dir, seed=config.seed, **options)
             test = build_dataset(config.dataset, split="test", **common)
-            n = len(test) if config.test_size is None else min(config.test_size, len(test))
+            size = len(cast(Sized, test))  # torch's Dataset declares no __len__; ours all have one
+            n = size if config.test_size is None else min(config.test_size, size)
             x, y = _first(test, n)
             train_labels = _labels(build_dataset(config.dataset, split="train", **common))
             classes = int(max(int(train_labels.max()), int(y.max()))) + 1
@@ -433,7 +441,8 @@ def seed_mean(
     table: pd.DataFrame, by: Sequence[str], quantities: Sequence[str] = QUANTITIES
 ) -> pd.DataFrame:
     """Mean over seeds of each quantity, grouped by ``by``; ``*_se`` the standard error over
-    seeds (the measurement's own error when there is one seed); ``seeds`` the count."""
+    seeds (the measurement's own error when there is one seed); ``seeds`` the count.
+    """
     rows = []
     for key, part in table.groupby(list(by), sort=False, dropna=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
@@ -530,7 +539,8 @@ def download_hosts(dataset: str) -> list[tuple[str, int]]:
 
 def host_reachable(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> bool:
     """Whether ``host`` accepts a TCP connection on ``port`` within ``timeout`` seconds (cached per
-    host and port; ``False`` without trying when the environment sets ``DIFFEOPROBE_OFFLINE``)."""
+    host and port; ``False`` without trying when the environment sets ``DIFFEOPROBE_OFFLINE``).
+    """
     import os
     import socket
 
