@@ -1,7 +1,8 @@
 # One-command set-up: `make reproduce` (the main job: every figure of the paper, `reproduce quick`)
 # and `make test` (the whole suite) both create .venv, install torch==2.13.0 first when the venv has
 # no torch (the CPU wheel; a CUDA torch you installed yourself is kept), then the package with its
-# dev extras. `make demo` is the seconds-long measurement tour.
+# dev extras (pytest, ruff, mypy, pre-commit). `make demo` is the seconds-long measurement tour;
+# `make lint` runs ruff and mypy, `make test-fast` the suite without the slow scientific checks.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.diffeoprobe-installed
 OUT ?= out/demo
 REPRO ?= out/quick
 
-.PHONY: setup data browser compiler reproduce demo test lint bench clean
+.PHONY: setup data browser compiler reproduce demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -59,12 +60,19 @@ demo: setup data compiler
 	fi
 	@echo "results in $(OUT)/"
 
+# ruff (rules and format) on all the Python, mypy on the package (configured in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/mypy
 
+# What CI runs (.ci/run): set-up, lint, the whole suite.
 test: setup data browser compiler lint
 	$(PY) -m pytest
+
+# The suite without the tests marked slow (the scientific checks of tens of seconds each).
+test-fast: setup data browser compiler
+	$(PY) -m pytest -m "not slow"
 
 # Every benchmark, with kornia (the `bench` extra: one row compares against it).
 bench: setup compiler
@@ -72,4 +80,4 @@ bench: setup compiler
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) out .pytest_cache .ruff_cache .mypy_cache .hypothesis

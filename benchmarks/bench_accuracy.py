@@ -57,6 +57,7 @@ SETTINGS = {
 
 
 def run(quick: bool = False) -> list[dict]:
+    """This benchmark's rows for ``benchmarks/run.py`` (``quick``: smaller sizes)."""
     if not Path(FASHION_MNIST_DIR).is_dir():
         return [
             dict(

@@ -115,6 +115,7 @@ def _row(benchmark, baseline, candidate_s, baseline_s, target, ok, note) -> dict
 
 
 def bench_deform_vs_reference(repeats: int) -> dict:
+    """The row of ``deform`` against the published reference, median of ``repeats``."""
     torch.manual_seed(0)
     images = torch.rand(BATCH, CHANNELS, SIDE, SIDE)
     temperature = temperature_for(DELTA, SIDE, CUT)
@@ -183,6 +184,7 @@ def _torch_gaussian_only():
 
 
 def bench_vs_kornia(repeats: int) -> dict:
+    """The row of ``deform`` against kornia's elastic transform (a note when it is absent)."""
     name = f"deform {BATCH}x{CHANNELS}x{SIDE}x{SIDE} bilinear"
     baseline = "kornia.augmentation.RandomElasticTransform (defaults, p=1)"
     try:

@@ -30,6 +30,7 @@ TARGET = 1 / 3
 
 
 def configs(epochs: int, train_size: int = 1024) -> list[TrainConfig]:
+    """The configurations trained, one per seed."""
     return [
         TrainConfig(
             model="scalecnn1d",
@@ -55,12 +56,14 @@ def configs(epochs: int, train_size: int = 1024) -> list[TrainConfig]:
 
 
 def timed(function, *args) -> tuple[float, list]:
+    """Seconds taken by ``function(*args)``, and its result."""
     start = time.perf_counter()
     result = function(*args)
     return time.perf_counter() - start, result
 
 
 def run(quick: bool = False) -> list[dict]:
+    """This benchmark's rows for ``benchmarks/run.py`` (``quick``: smaller sizes)."""
     epochs, repeats = (1, 1) if quick else (3, 2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

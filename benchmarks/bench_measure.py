@@ -22,6 +22,7 @@ BATCH = 256  # images per forward pass, for the baseline and for measure (stacke
 
 
 def six_conv_cnn() -> nn.Sequential:
+    """The 6-conv CNN of the targets, seeded."""
     torch.manual_seed(0)
     widths = [3, 32, 32, 64, 64, 128, 128]
     layers: list[nn.Module] = []
@@ -35,7 +36,8 @@ def six_conv_cnn() -> nn.Sequential:
 
 def paired_times(candidate, baseline, repeats: int) -> tuple[float, float, float]:
     """Median times of ``candidate`` and ``baseline`` run alternately, and the median of the
-    per-pair ratios ``candidate / baseline``: load from other jobs hits both sides alike."""
+    per-pair ratios ``candidate / baseline``: load from other jobs hits both sides alike.
+    """
     candidate(), baseline()  # warm-up
     pairs = []
     for _ in range(repeats):
@@ -49,6 +51,7 @@ def paired_times(candidate, baseline, repeats: int) -> tuple[float, float, float
 
 
 def plain_forwards(model: nn.Module, x: torch.Tensor, passes: int = 3) -> None:
+    """``passes`` plain forward passes of ``model`` over ``x``, in batches."""
     with torch.inference_mode():
         for _ in range(passes):
             for i in range(0, x.shape[0], BATCH):
@@ -110,6 +113,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def peak_rss_kib(n: int) -> int:
+    """Peak resident memory (KiB) of a fresh process measuring ``n`` images."""
     from pathlib import Path
 
     code = MEMORY_CHILD.format(here=str(Path(__file__).resolve().parent), n=n)
@@ -118,6 +122,7 @@ def peak_rss_kib(n: int) -> int:
 
 
 def run(quick: bool = False) -> list[dict]:
+    """This benchmark's rows for ``benchmarks/run.py`` (``quick``: smaller sizes)."""
     torch.manual_seed(0)
     n = 256 if quick else 1024
     repeats = 2 if quick else 5

@@ -43,6 +43,7 @@ def minimal_loop(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
 
 
 def library_loop(n: int, epochs: int, dataset: str, options: dict) -> float:
+    """Training throughput of ``dp.train`` (images per second of its loop) on ``n`` images."""
     config = TrainConfig(
         model="simplecnn",
         dataset=dataset,
@@ -60,6 +61,7 @@ def library_loop(n: int, epochs: int, dataset: str, options: dict) -> float:
 
 
 def run(quick: bool = False) -> list[dict]:
+    """This benchmark's rows for ``benchmarks/run.py`` (``quick``: smaller sizes)."""
     n, epochs, repeats = (1024, 1, 2) if quick else (4096, 1, 3)
     if Path(FASHION_MNIST_DIR).is_dir():
         dataset, options = "fashionmnist", {}

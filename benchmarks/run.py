@@ -28,6 +28,7 @@ RESULTS_JSON = HERE / "results.json"
 
 
 def machine() -> dict[str, str]:
+    """The date, the machine and the versions the numbers were measured with."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -50,6 +51,7 @@ def machine() -> dict[str, str]:
 
 
 def load(path: Path):
+    """The benchmark module at ``path``."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -57,6 +59,7 @@ def load(path: Path):
 
 
 def markdown(rows: list[dict], info: dict[str, str]) -> str:
+    """The rows as RESULTS.md: a Markdown table under the machine's description."""
     lines = [
         "# Benchmark results",
         "",
@@ -77,6 +80,7 @@ def markdown(rows: list[dict], info: dict[str, str]) -> str:
 
 
 def main() -> int:
+    """Run the benchmarks the command line selects; print (and with ``--write`` save) the table."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

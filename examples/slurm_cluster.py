@@ -1,10 +1,10 @@
-"""A Dask cluster on SLURM for `diffeoprobe sweep`: one job per worker, one GPU per job.
+r"""A Dask cluster on SLURM for `diffeoprobe sweep`: one job per worker, one GPU per job.
 
 Run it on the login node (``pip install dask-jobqueue``), then point the sweep at the address it
 prints::
 
     python examples/slurm_cluster.py --queue gpu --jobs 16 --venv ~/diffeoprobe/.venv
-    diffeoprobe sweep examples/sweep-paper.yaml --out /shared/paper \\
+    diffeoprobe sweep examples/sweep-paper.yaml --out /shared/paper \
         --executor dask --scheduler tcp://10.0.0.1:41234 --threads 8 --retries 2
 
 Jobs killed at their wall time take their run with them; Dask resubmits it elsewhere and the run
@@ -26,7 +26,8 @@ def make_cluster(
     scheduler_host: str | None = None,
 ):
     """A ``dask_jobqueue.SLURMCluster`` whose jobs each run one worker with ``gpus`` GPUs and
-    ``cores`` cores, in the virtual environment ``venv`` (no job is submitted until scaled)."""
+    ``cores`` cores, in the virtual environment ``venv`` (no job is submitted until scaled).
+    """
     from dask_jobqueue import SLURMCluster
 
     return SLURMCluster(
@@ -42,6 +43,7 @@ def make_cluster(
 
 
 def main() -> None:
+    """Start the cluster the command line describes, print its job script and address, wait."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queue", default="gpu")
     parser.add_argument("--cores", type=int, default=8)

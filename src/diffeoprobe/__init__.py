@@ -66,7 +66,8 @@ if TYPE_CHECKING:
 
 class _Package(types.ModuleType):
     """The package's module type: ``diffeoprobe.measure`` stays the function when the import
-    system binds the subpackage of the same name (as the eager ``from ... import`` did)."""
+    system binds the subpackage of the same name (as the eager ``from ... import`` did).
+    """
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in _LAZY and _LAZY[name][1] is not None and isinstance(value, types.ModuleType):

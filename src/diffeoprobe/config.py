@@ -138,7 +138,7 @@ class TrainConfig:
 
 def from_dict(cls: type[C], values: dict[str, Any], *, where: str = "") -> C:
     """``cls(**values)`` with unknown keys refused (naming the closest valid key)."""
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]  # C: a dataclass
     for key in values:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
@@ -152,7 +152,7 @@ def field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def to_dict(config: object) -> dict[str, Any]:
+def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass."""
     return dataclasses.asdict(config)
 
@@ -303,7 +303,8 @@ def measure_arguments(
     """The keyword arguments of :func:`diffeoprobe.measure` that ``measure`` sets, for probes of
     ``dataset``: ``diffeo="auto"`` becomes the data set's own (the pixel shift on
     scale-detection, kept inside Task 2's blocks; the max-entropy ensemble elsewhere).
-    ``probe_size`` is left to the caller (who picks the probe images)."""
+    ``probe_size`` is left to the caller (who picks the probe images).
+    """
     from diffeoprobe.perturb.shifts import task_diffeo
 
     return dict(

@@ -46,9 +46,10 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -150,22 +151,22 @@ def train_together(
         TrainingDiverged: the loss of some members became NaN/inf; the others were trained to the
             end and finished first, the diverged ones keep their last good checkpoint.
     """
-    configs, outs = list(configs), [Path(o) for o in outs]
+    configs, dirs = list(configs), [Path(o) for o in outs]
     problem = _config_problem(configs)
     if problem is not None:
         raise DiffeoProbeError(problem)
-    if len(outs) != len(configs):
+    if len(dirs) != len(configs):
         raise DiffeoProbeError(
-            f"outs: one run directory per config is needed, got {len(outs)} for {len(configs)} configs"
+            f"outs: one run directory per config is needed, got {len(dirs)} for {len(configs)} configs"
         )
-    if len({o.resolve() for o in outs}) != len(outs):
+    if len({d.resolve() for d in dirs}) != len(dirs):
         raise DiffeoProbeError("outs: the run directories must be distinct")
     measure = measure or MeasureConfig()
     for config in configs:
         check_config(config, measure)
     start = time.perf_counter()
     with contextlib.ExitStack() as locks:  # released when the call ends, however it ends
-        return _train_locked(configs, outs, measure, log, start, locks)
+        return _train_locked(configs, dirs, measure, log, start, locks)
 
 
 def _train_locked(
@@ -177,7 +178,8 @@ def _train_locked(
     locks: contextlib.ExitStack,
 ) -> list[RunSummary]:
     """The body of :func:`train_together` (the configs checked): plans from what the directories
-    hold, then takes each unfinished member's run lock (into ``locks``) before its first write."""
+    hold, then takes each unfinished member's run lock (into ``locks``) before its first write.
+    """
     # a directory of another config is refused before anything is written
     for config, out in zip(configs, outs, strict=True):
         if (out / "config.json").is_file():
@@ -193,18 +195,7 @@ def _train_locked(
     problem = _model_problem(members[0]) or _data_problem(members)
     if problem is not None:
         raise DiffeoProbeError(problem)
-    for i in pending:  # the lock train() takes; one this thread holds (a seed group's) is reused
-        locks.enter_context(_run_lock(outs[i]))
-    if _progress(outs) != planned:
-        raise DiffeoProbeError(
-            "outs: another process trained in "
-            + ", ".join(repr(str(outs[i])) for i in pending)
-            + " while this call prepared; nothing was written, run it again"
-        )
-    for i in pending:
-        _claim_run_dir(outs[i], configs[i], measure)
-        for stale in outs[i].rglob(".*.tmp"):  # half-written by a process killed mid-write
-            stale.unlink(missing_ok=True)
+    _lock_and_claim(configs, outs, measure, pending, planned, locks)
 
     summaries: dict[int, RunSummary] = {}
     if fresh:
@@ -219,6 +210,31 @@ def _train_locked(
         for i in pending:
             summaries[i] = train(configs[i], outs[i], measure=measure, log=log)
     return [summaries[i] if i in summaries else _finished(outs[i]) for i in range(len(configs))]
+
+
+def _lock_and_claim(
+    configs: list[TrainConfig],
+    outs: list[Path],
+    measure: MeasureConfig,
+    pending: list[int],
+    planned: list[tuple[bool, list[int]]],
+    locks: contextlib.ExitStack,
+) -> None:
+    """Take the run locks of the ``pending`` members (into ``locks``), check that no other process
+    trained since the plan was made from ``planned``, then claim their directories.
+    """
+    for i in pending:  # the lock train() takes; one this thread holds (a seed group's) is reused
+        locks.enter_context(_run_lock(outs[i]))
+    if _progress(outs) != planned:
+        raise DiffeoProbeError(
+            "outs: another process trained in "
+            + ", ".join(repr(str(outs[i])) for i in pending)
+            + " while this call prepared; nothing was written, run it again"
+        )
+    for i in pending:
+        _claim_run_dir(outs[i], configs[i], measure)
+        for stale in outs[i].rglob(".*.tmp"):  # half-written by a process killed mid-write
+            stale.unlink(missing_ok=True)
 
 
 def _progress(outs: Sequence[Path]) -> list[tuple[bool, list[int]]]:
@@ -280,7 +296,7 @@ def _model_problem(member: _Member) -> str | None:
 
 def _data_problem(members: Sequence[_Member]) -> str | None:
     """Members step together, so their training sets must have one size (and one class count)."""
-    sizes = sorted({len(m.train_set) for m in members})
+    sizes = sorted({len(cast(Sized, m.train_set)) for m in members})  # all ours have a length
     classes = sorted({m.num_classes for m in members})
     if len(sizes) > 1 or len(classes) > 1:
         return (
@@ -332,7 +348,7 @@ class _Member:
             input_size=x_test.shape[-1],
         ).to(device)
         if config.channels_last and x_test.dim() == 4:
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
         rng = torch.get_rng_state()
         return cls(
             config,
@@ -381,14 +397,17 @@ class _Member:
         steps (learning rate ``lr``, momentum buffers ``momentum[name][row]``), and the global RNG
         to this member's, so ``.resume.pt`` holds what a solo run saves.
         """
+        optimizer, scheduler = self.optimizer, self.scheduler
+        if optimizer is None or scheduler is None:
+            raise RuntimeError("checkpoint() before schedule_optimizer()")
         for name, p in self.model.named_parameters():
             if name in momentum:
-                self.optimizer.state[p]["momentum_buffer"] = momentum[name][row].clone()
-        for group in self.optimizer.param_groups:
+                optimizer.state[p]["momentum_buffer"] = momentum[name][row].clone()
+        for group in optimizer.param_groups:
             group["lr"] = lr
-        state = self.scheduler.state_dict()
+        state = scheduler.state_dict()
         state.update(last_epoch=step, _step_count=step + 1, _last_lr=[lr])
-        self.scheduler.load_state_dict(state)
+        scheduler.load_state_dict(state)
         torch.set_rng_state(self.rng)
         metrics = dict(
             step=step,
@@ -402,8 +421,8 @@ class _Member:
             self.config,
             self.measure,
             self.model,
-            self.optimizer,
-            self.scheduler,
+            optimizer,
+            scheduler,
             metrics,
             self.probe,
         )
@@ -450,7 +469,7 @@ class _Together:
         self.members, self.log, self.start = members, log, start
         config = members[0].config
         self.config, self.device = config, members[0].device
-        self.n_train = len(members[0].train_set)
+        self.n_train = len(cast(Sized, members[0].train_set))
         self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
         self.total_steps = config.epochs * self.steps_per_epoch
         self.schedule = set(checkpoint_steps(self.total_steps, config.checkpoints))
@@ -468,13 +487,15 @@ class _Together:
         self.running_loss = torch.zeros(len(members), dtype=torch.float64)
         self.running_seen = 0
         # training sets as tensors (N, n, *sample) when they are fixed tensors, else read per batch
-        self.tensors = all(
-            isinstance(m.train_set, TensorDataset) and not hasattr(m.train_set, "set_epoch")
+        fixed = [
+            m.train_set
             for m in members
-        )
+            if isinstance(m.train_set, TensorDataset) and not hasattr(m.train_set, "set_epoch")
+        ]
+        self.tensors = len(fixed) == len(members)
         if self.tensors:
-            self.x = torch.stack([m.train_set.tensors[0] for m in members]).to(self.device)
-            self.y = torch.stack([m.train_set.tensors[1] for m in members]).to(self.device)
+            self.x = torch.stack([s.tensors[0] for s in fixed]).to(self.device)
+            self.y = torch.stack([s.tensors[1] for s in fixed]).to(self.device)
         self.x_test = self.y_test = None
         if len({tuple(m.x_test.shape) for m in members}) == 1:
             self.x_test = torch.stack([m.x_test for m in members])
@@ -546,7 +567,7 @@ class _Together:
         self.running_loss = self.running_loss[index]
         if self.tensors:
             self.x, self.y = self.x[on], self.y[on]
-        if self.x_test is not None:
+        if self.x_test is not None and self.y_test is not None:
             self.x_test, self.y_test = self.x_test[index], self.y_test[index]
         self.active = [self.active[r] for r in rows]
 
@@ -622,7 +643,7 @@ class _Together:
 
     def test_errors(self) -> list[float]:
         """Test error of every active member."""
-        if self.x_test is not None:
+        if self.x_test is not None and self.y_test is not None:
             return self.errors(self.x_test, self.y_test)
         result = []
         for row, i in enumerate(self.active):
@@ -630,6 +651,21 @@ class _Together:
             member.load(self.params, self.buffers, row)
             result.append(_error_tensors(member.model, member.x_test, member.y_test, member.device))
         return result
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """Start ``epoch`` for the active members; their shuffles of the training set ``(A, n)``."""
+        for i in self.active:
+            train_set = self.members[i].train_set
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+        return torch.stack(
+            [
+                torch.randperm(
+                    self.n_train, generator=_generator(self.members[i].config.seed, 1, epoch)
+                )
+                for i in self.active
+            ]
+        )
 
     def run(self) -> list[str]:
         """Train every member to its end; return the messages of the members that diverged."""
@@ -641,23 +677,14 @@ class _Together:
         step, loop_seconds, diverged = 0, 0.0, []
         while step < self.total_steps and self.active:
             epoch = step // self.steps_per_epoch
-            for i in self.active:
-                if hasattr(members[i].train_set, "set_epoch"):
-                    members[i].train_set.set_epoch(epoch)
-            order = torch.stack(
-                [
-                    torch.randperm(
-                        self.n_train, generator=_generator(members[i].config.seed, 1, epoch)
-                    )
-                    for i in self.active
-                ]
-            )
+            order = self.epoch_order(epoch)
             tick = time.perf_counter()
             for batch in range(step % self.steps_per_epoch, self.steps_per_epoch):
                 x, y = self.batch(order, batch)
                 losses = self.losses(x, y)
                 names = list(self.params)
                 finite = torch.isfinite(losses.detach())
+                grads: Sequence[torch.Tensor | None]
                 if bool(finite.all()):
                     grads = torch.autograd.grad(
                         losses.sum(), [self.params[k] for k in names], allow_unused=True
@@ -672,9 +699,9 @@ class _Together:
                     order = order[finite.cpu()]
                     if not self.active:
                         break
-                grads = dict(zip(names, grads, strict=True))
-                self.follow_layout(grads)
-                self.sgd(grads, config.lr * self.lr_factor(step))
+                by_name = dict(zip(names, grads, strict=True))
+                self.follow_layout(by_name)
+                self.sgd(by_name, config.lr * self.lr_factor(step))
                 step += 1
                 self.running_loss += losses.detach().double().cpu() * y.shape[1]
                 self.running_seen += y.shape[1]
@@ -718,7 +745,8 @@ class _Together:
         self, finite: torch.Tensor, losses: torch.Tensor, step: int, epoch: int
     ) -> list[str]:
         """Take out the members whose loss is not finite; their directories keep the last good
-        checkpoint. Returns one message per member, as ``train``'s ``TrainingDiverged``."""
+        checkpoint. Returns one message per member, as ``train``'s ``TrainingDiverged``.
+        """
         messages = []
         for row, i in enumerate(self.active):
             if bool(finite[row]):

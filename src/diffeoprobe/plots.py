@@ -25,6 +25,9 @@ def deform_grid(
     Args:
         x: ``(B, C, H, W)`` images with values in any range (each row is shown with one colour scale).
         temperatures: number of temperatures shown.
+        cut: integer frequency cut-off ``c >= 1`` of the diffeos.
+        interp: the interpolation, as in :func:`~diffeoprobe.perturb.deform`.
+        seed: seed of the diffeos drawn.
     """
     size = tuple(x.shape[2:])
     t_min, t_max = temperature_range(size, cut)
@@ -72,6 +75,8 @@ def layer_curves(table, *, title: str = "", x: str = "rel_depth") -> Figure:
     Args:
         table: a run table (columns ``step``, ``rel_depth``, ``D``, ``G``, ``R`` and ``*_se``);
             without a ``step`` column it is drawn as one curve.
+        title: the figure's title.
+        x: the column on the horizontal axis.
     """
     steps = sorted(table["step"].unique()) if "step" in table else [None]
     colours = plt.cm.viridis(np.linspace(0.9, 0.0, len(steps)))

@@ -18,6 +18,7 @@ import copy
 import math
 from collections.abc import Iterator
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,11 @@ from torch import nn
 
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.measure import measure
+from diffeoprobe.measure.core import MeasureOptions, ProbeData
 from diffeoprobe.validate import check_int, check_size
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from Python 3.11
 
 __all__ = [
     "CONVOLUTIONS",
@@ -192,7 +197,8 @@ def filter_spectrum(model: nn.Module, *, group_degenerate: bool = False) -> pd.D
 
 def _spectrum(weight: torch.Tensor, basis: np.ndarray, merge: np.ndarray) -> dict[str, np.ndarray]:
     """Energy fractions and their errors for one convolution; ``basis`` ``(N, N)`` rows = modes,
-    ``merge`` ``(N, M)`` sums modes into the reported columns."""
+    ``merge`` ``(N, M)`` sums modes into the reported columns.
+    """
     w = weight.detach().reshape(-1, basis.shape[1])
 
     def energies() -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -227,7 +233,7 @@ def _spectrum(weight: torch.Tensor, basis: np.ndarray, merge: np.ndarray) -> dic
     )
 
 
-def _convolutions(model: nn.Module) -> list[tuple[str, int, nn.Module]]:
+def _convolutions(model: nn.Module) -> list[tuple[str, int, nn.Conv1d | nn.Conv2d]]:
     """``(path, index among leaf modules, module)`` of every convolution, in module order."""
     if not isinstance(model, nn.Module):
         raise DiffeoProbeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -309,12 +315,12 @@ def channel_shuffle(
 
 def shuffled_sensitivities(
     model: nn.Module,
-    data: object,
+    data: ProbeData,
     *,
     permutations: int = 5,
     seed: int = 0,
     per_filter: bool = True,
-    **measure_options: object,
+    **measure_options: Unpack[MeasureOptions],
 ) -> pd.DataFrame:
     """D_k, G_k, R_k of ``model`` and of channel-shuffled copies, paired on the same probe draws.
 

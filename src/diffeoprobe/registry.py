@@ -36,7 +36,8 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, *, passed: Collection[str] = ()) -> None:
         """``kind`` names the things in messages; ``passed``: arguments callers give every factory
-        themselves (not user options)."""
+        themselves (not user options).
+        """
         self.kind = kind
         self.passed = frozenset(passed)
         self._factories: dict[str, Callable[..., T]] = {}
@@ -74,7 +75,8 @@ class Registry(Generic[T]):
 
     def options(self, name: str) -> list[str]:
         """The options the factory registered under ``name`` takes (its keyword arguments less
-        those callers pass themselves), in signature order."""
+        those callers pass themselves), in signature order.
+        """
         parameters = inspect.signature(self.get(name)).parameters
         return [p for p in parameters if p not in self.passed]
 
@@ -89,7 +91,8 @@ class Registry(Generic[T]):
     ) -> None:
         """Refuse an option the factory does not take: the message names the closest accepted one
         and lists them all. ``extra``: options the caller handles itself (accepted too);
-        ``where``: the setting's place (``model_options``), prefixed to the message."""
+        ``where``: the setting's place (``model_options``), prefixed to the message.
+        """
         accepted = [*self.options(name), *extra]
         unknown = [o for o in options if o not in accepted]
         if not unknown:

@@ -98,7 +98,8 @@ def _number(value: object) -> str:
 
 def _status(row: dict[str, Any]) -> str:
     """``holds``, ``does not hold`` or ``not evaluable``: from ``holds`` (None or NaN: not
-    evaluable), so that an older table without a ``status`` column reads the same."""
+    evaluable), so that an older table without a ``status`` column reads the same.
+    """
     holds = row.get("holds")
     if _missing(holds):
         return UNEVALUABLE
@@ -164,7 +165,8 @@ def _claims(claims: pd.DataFrame, *, table_id: str | None = None) -> str:
 
 def _figure_counts(summary: dict[str, Any], results: Sequence[Any], rows: list[dict]) -> str:
     """One row per figure: its status (made / reused / skipped / missing, with the note) and its
-    counts of claims per status; claims of no figure (``(all)``: the wall time) come last."""
+    counts of claims per status; claims of no figure (``(all)``: the wall time) come last.
+    """
     figures = summary.get("figures")
     if figures is None:
         figures = [
@@ -200,7 +202,8 @@ def _figure_counts(summary: dict[str, Any], results: Sequence[Any], rows: list[d
 
 def _headlines(rows: list[dict[str, Any]]) -> str:
     """The papers' headline claims as a short table (``headline`` True), or a line saying none
-    was checked."""
+    was checked.
+    """
     mine = [r for r in rows if not _missing(r.get("headline")) and bool(r.get("headline"))]
     if not mine:
         return '<p class="note">No headline claim was checked (their figures were not made).</p>'

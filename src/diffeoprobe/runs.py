@@ -82,9 +82,10 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state:
-                state = state["state_dict"]
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(loaded, dict) and "state_dict" in loaded:
+                loaded = loaded["state_dict"]
+            state = loaded
     except Exception as exc:
         raise DiffeoProbeError(
             f"checkpoint {str(path)!r} could not be read ({type(exc).__name__}: {exc})"

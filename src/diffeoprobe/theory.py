@@ -21,9 +21,10 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import torch
 from torch import nn
@@ -31,9 +32,13 @@ from torch import nn
 from diffeoprobe.config import NOISES
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.measure import measure
+from diffeoprobe.measure.core import Diffeo, Noise
 from diffeoprobe.models.simple_cnn import ACTIVATIONS
 from diffeoprobe.perturb import matched_noise
 from diffeoprobe.validate import check_choice, check_int, check_positive
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from Python 3.11
 
 __all__ = [
     "Law",
@@ -69,7 +74,6 @@ symmetries of the net and the lattice this is pixel_shift's law (each axis step 
 1/12): 2/3 of the moves are axis steps, 1/3 diagonal (docs/theory.md, "The probe set")."""
 
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d}
-_PADS = {1: nn.CircularPad1d, 2: nn.CircularPad2d}
 
 
 def receptive_field(depth: int, filter_size: int, stride: int) -> int:
@@ -84,7 +88,7 @@ def receptive_field(depth: int, filter_size: int, stride: int) -> int:
     depth = check_int(depth, "depth", minimum=0)
     filter_size = check_int(filter_size, "filter_size", minimum=1)
     stride = check_int(stride, "stride", minimum=1)
-    return 1 + (filter_size - 1) * sum(stride**layer for layer in range(depth))
+    return 1 + (filter_size - 1) * sum(int(stride**layer) for layer in range(depth))
 
 
 def idealized_net(
@@ -135,7 +139,10 @@ def idealized_net(
     for k in range(1, depth + 1):
         block: OrderedDict[str, nn.Module] = OrderedDict()
         if filter_size > stride:
-            block["pad"] = _PADS[dim]((0, filter_size - stride) * dim)
+            pad = filter_size - stride
+            block["pad"] = (
+                nn.CircularPad1d((0, pad)) if dim == 1 else nn.CircularPad2d((0, pad, 0, pad))
+            )
         conv = _CONVS[dim](c_in, channels, filter_size, stride=stride, bias=False)
         with torch.no_grad():
             conv.weight.fill_((stride / filter_size) ** dim / c_in)
@@ -172,7 +179,11 @@ def exact_sensitivities(
     the activations are measured: the representations the theory describes.
 
     Args:
-        dim, depth, filter_size, stride, activation: the net, as in :func:`idealized_net`.
+        dim: the net's dimension, as in :func:`idealized_net`.
+        depth: the net's number of layers, as in :func:`idealized_net`.
+        filter_size: the net's filter size, as in :func:`idealized_net`.
+        stride: the net's stride, as in :func:`idealized_net`.
+        activation: the net's activation, as in :func:`idealized_net`.
         size: side of the periodic input, a multiple of ``stride^depth`` with at least two units in
             the last layer and no smaller than the receptive field. Default: the smallest multiple
             of ``stride^depth`` that is at least 8 receptive fields and :data:`MIN_SIDE` pixels.
@@ -258,6 +269,7 @@ class Law:
     offset: float = 0.0
 
     def __call__(self, k: float | Sequence[float] | np.ndarray) -> np.ndarray:
+        """The law at the layer indices ``k`` (float64)."""
         k = np.asarray(k, dtype=np.float64)
         core = k**self.exponent if self.kind == "power" else np.exp(self.exponent * k)
         return self.prefactor * core + self.offset
@@ -407,6 +419,18 @@ def fit_exponent(
     return _fit_with_offset(k, values, kind)
 
 
+class ExactOptions(TypedDict, total=False):
+    """The options of :func:`exact_sensitivities` that :func:`theory_table` passes on."""
+
+    size: int | None
+    probe: str | int
+    noise: str
+    noise_scale: float
+    value: float
+    seed: int
+    draws: int
+
+
 def theory_table(
     *,
     dim: int = 1,
@@ -414,7 +438,7 @@ def theory_table(
     filter_size: int = 2,
     stride: int = 2,
     activation: str = "relu",
-    **options: object,
+    **options: Unpack[ExactOptions],
 ) -> pd.DataFrame:
     """Exact (measured) D_k, G_k, R_k next to the asymptotic laws, one row per layer.
 
@@ -463,7 +487,7 @@ def theory_table(
 
 
 def _check_size(size: int | None, dim: int, depth: int, filter_size: int, stride: int) -> int:
-    period = stride**depth
+    period: int = stride**depth
     field = receptive_field(depth, filter_size, stride)
     if size is None:
         side = max(SIZE_PER_FIELD * field, MIN_SIDE[dim], 2 * period)
@@ -522,7 +546,7 @@ def _shift_by_one(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.roll(x, 1, dims=2)
 
 
-def _moves_2d(group: int):
+def _moves_2d(group: int) -> Diffeo:
     """2D diffeo: copy ``j`` of each probe moves along ``MOVES_2D[j % 3]``, wrapping around.
 
     measure repeats each probe ``draws = group`` times in consecutive rows (``group`` a multiple of
@@ -531,7 +555,7 @@ def _moves_2d(group: int):
     moves = len(MOVES_2D)
 
     def shift_axes_and_diagonal(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        copies = x.unflatten(0, (-1, group)) if x.shape[0] % group == 0 else None
+        copies = torch.unflatten(x, 0, (-1, group)) if x.shape[0] % group == 0 else None
         if copies is None or not torch.equal(copies, copies[:, :1].expand_as(copies)):
             raise RuntimeError("measure no longer repeats each probe in consecutive rows")
         out = torch.empty_like(copies)
@@ -542,7 +566,7 @@ def _moves_2d(group: int):
     return shift_axes_and_diagonal
 
 
-def _noise(rectified: bool, scale: float):
+def _noise(rectified: bool, scale: float) -> Noise:
     def noise(x: torch.Tensor, xt: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return scale * matched_noise(x, xt, generator=generator, rectified=rectified)
 
@@ -552,7 +576,7 @@ def _noise(rectified: bool, scale: float):
     return noise
 
 
-def _relu_kernel(rho: np.ndarray) -> np.ndarray:
+def _relu_kernel(rho: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """``E[relu(X) relu(Y)]``, X and Y standard normal with correlation ``rho`` (arc-cosine)."""
     rho = np.clip(rho, -1.0, 1.0)
     return (np.sqrt(1 - rho**2) + rho * (np.pi - np.arccos(rho))) / (2 * np.pi)

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from diffeoprobe import runs
 from diffeoprobe.config import MeasureConfig, TrainConfig, measure_arguments, to_dict, validate
-from diffeoprobe.data.tensors import head, labels, take
+from diffeoprobe.data.tensors import head, labels, size, take
 from diffeoprobe.errors import DiffeoProbeError
 
 EVAL_BATCH = 1024  # images per forward pass when evaluating errors
@@ -66,7 +66,8 @@ def checkpoint_steps(total_steps: int, count: int) -> list[int]:
 
 def check_config(config: TrainConfig, measure: MeasureConfig | None = None) -> None:
     """:func:`diffeoprobe.config.validate` on both configs, and the device present on this
-    machine: every check before any work starts (one clear error naming the field)."""
+    machine: every check before any work starts (one clear error naming the field).
+    """
     validate(config)
     if measure is not None:
         validate(measure)
@@ -142,7 +143,33 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
         lock.release()
 
 
-def _train(
+def _training_batch(
+    config: TrainConfig, train_set: Dataset, index: torch.Tensor, step: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch of ``index``: augmented (2D, with the step's own generator), on ``device``."""
+    x, y = take(train_set, index)
+    if config.augment and x.dim() == 4:
+        from diffeoprobe.data.transforms import augment
+
+        x = augment(x, generator=_generator(config.seed, 2, step))
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if config.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _diverged(loss: float, step: int, epoch: int, run_dir: Path | None) -> TrainingDiverged:
+    """The error of a non-finite loss, naming the last good checkpoint."""
+    kept = runs.completed_checkpoints(run_dir)[-1] if run_dir is not None else None
+    where = f"the last good checkpoint is step {kept} in {run_dir}; " if kept is not None else ""
+    return TrainingDiverged(
+        f"the loss became {loss} at step {step} (epoch {epoch}); {where}try a smaller lr"
+    )
+
+
+# The training loop reads better whole: step, running sums, checkpoints and the stop rule are
+# state that every branch shares; its parts with no shared state are the helpers above.
+def _train(  # noqa: C901
     config: TrainConfig,
     run_dir: Path | None,
     measure: MeasureConfig,
@@ -160,7 +187,7 @@ def _train(
     # ---- data ---------------------------------------------------------------------------------
     train_set, test_set = _load_data(config)
     x_test, y_test = head(test_set, config.test_size)
-    n_train = len(train_set)
+    n_train = size(train_set)
     num_classes = int(max(labels(train_set).max(), y_test.max())) + 1
     probe = x_test[: measure.probe_size] if config.measure else None
 
@@ -170,7 +197,7 @@ def _train(
         config, in_channels=x_test.shape[1], num_classes=num_classes, input_size=x_test.shape[-1]
     ).to(device)
     if config.channels_last and x_test.dim() == 4:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = _optimizer(config, model)
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -238,27 +265,11 @@ def _train(
             tick = time.perf_counter()
             for batch in range(step % steps_per_epoch, steps_per_epoch):
                 index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-                x, y = take(train_set, index)
-                if config.augment and x.dim() == 4:
-                    from diffeoprobe.data.transforms import augment
-
-                    x = augment(x, generator=_generator(config.seed, 2, step))
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if config.channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x, y = _training_batch(config, train_set, index, step, device)
                 logits = config.alpha * forward(x)
                 loss = _loss(config.loss, logits, y) / config.alpha**2
                 if not torch.isfinite(loss):
-                    kept = runs.completed_checkpoints(run_dir)[-1] if run_dir is not None else None
-                    raise TrainingDiverged(
-                        f"the loss became {loss.item()} at step {step} (epoch {epoch}); "
-                        + (
-                            f"the last good checkpoint is step {kept} in {run_dir}; "
-                            if kept is not None
-                            else ""
-                        )
-                        + "try a smaller lr"
-                    )
+                    raise _diverged(float(loss.item()), step, epoch, run_dir)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -370,11 +381,11 @@ def _load_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
     train_set = datasets.build(config.dataset, split="train", **common)
     test_set = datasets.build(config.dataset, split="test", **common)
     if config.train_size is not None:
-        if config.train_size > len(train_set):
+        if config.train_size > size(train_set):
             raise DiffeoProbeError(
-                f"train_size must be <= {len(train_set)} (the size of the training set), got {config.train_size}"
+                f"train_size must be <= {size(train_set)} (the size of the training set), got {config.train_size}"
             )
-        subset = torch.randperm(len(train_set), generator=_generator(config.seed, 0, 0))[
+        subset = torch.randperm(size(train_set), generator=_generator(config.seed, 0, 0))[
             : config.train_size
         ]
         train_set = _subset(train_set, subset)
@@ -458,14 +469,15 @@ def _save_checkpoint(
     measure: MeasureConfig,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: object,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     metrics: dict,
     probe: torch.Tensor | None,
     *,
     table: pd.DataFrame | None = None,
 ) -> None:
     """Weights, resume state, measurement (``table`` when measured already) and metadata of
-    ``metrics["step"]``; the metadata last, as the mark of a complete checkpoint."""
+    ``metrics["step"]``; the metadata last, as the mark of a complete checkpoint.
+    """
     step = metrics["step"]
     runs.save_weights(model, runs.checkpoint_path(run_dir, step, ".safetensors"))
     runs.save_training_state(
@@ -500,12 +512,15 @@ def _restore(run_dir: Path, step: int, model: nn.Module, optimizer, scheduler) -
 
 def _measure_table(
     model: nn.Module,
-    probe: torch.Tensor,
+    probe: torch.Tensor | None,
     config: TrainConfig,
     measure: MeasureConfig,
     metrics: dict,
 ) -> pd.DataFrame:
     from diffeoprobe.measure import measure as run_measure
+
+    if probe is None:
+        raise ValueError("a measured run needs its probe images")
 
     arguments = measure_arguments(
         measure, dataset=config.dataset, dataset_options=config.dataset_options

@@ -1,11 +1,12 @@
 """The commands that probe a model or the theory without training: ``measure``, ``deform``,
-``theory``."""
+``theory``.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,8 +26,9 @@ def register(app: typer.Typer) -> None:
 
 
 def load_probe(
-    dataset: str, split: str, data_dir: Path | None, seed: int, options: dict[str, object]
-):
+    dataset: str, split: str, data_dir: Path | None, seed: int, options: dict[str, Any]
+) -> Any:
+    """One split of a data set by name (a Dataset of ``(x, label)``), for ``measure``/``deform``."""
     from diffeoprobe import data as datasets
 
     return datasets.build(dataset, split=split, data_dir=data_dir, seed=seed, **options)
@@ -81,6 +83,7 @@ def measure(
         return
     if out is not None:
         check_table_path(out)
+    assert configs is not None  # built from the options by config_options
     settings = validate(configs[MeasureConfig], flags=True)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DiffeoProbeError(

@@ -1,5 +1,6 @@
 """What the commands share: options derived from the config dataclasses, ``KEY=VALUE`` parsing and
-the printed table of sensitivities."""
+the printed table of sensitivities.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import inspect
 import math
 import typing
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -64,7 +65,7 @@ def config_options(
                 help_text = f.metadata.get("help", "")
                 if typing.get_origin(hints[f.name]) is dict:
                     flag = "--" + f.name.removesuffix("s").replace("_", "-")
-                    annotation = Annotated[
+                    annotation: Any = Annotated[
                         list[str] | None,
                         typer.Option(
                             flag,
@@ -94,10 +95,14 @@ def config_options(
                     rest[key] = value
                     continue
                 cls, field_name, dict_flag = fields_of[key]
-                values[cls][field_name] = parse_options(value, dict_flag) if dict_flag else value
+                values[cls][field_name] = (
+                    parse_options(typing.cast(list[str] | None, value), dict_flag)
+                    if dict_flag
+                    else value
+                )
             return fn(**rest, configs={cls: from_dict(cls, v) for cls, v in values.items()})
 
-        command.__signature__ = signature.replace(parameters=params)
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command
 
@@ -110,7 +115,8 @@ def _fmt(value: float, se: float) -> str:
     return f"{value:.3g} ± {se:.1g}" if math.isfinite(se) else f"{value:.3g}"
 
 
-def print_sensitivities(table, title: str) -> None:
+def print_sensitivities(table: Any, title: str) -> None:
+    """Print a table of :func:`diffeoprobe.measure` (layer, depth, D, G, R with their errors)."""
     view = Table(title=title, show_lines=False)
     for column in ("layer", "depth", "D", "G", "R"):
         view.add_column(column, justify="left" if column == "layer" else "right")

@@ -1,5 +1,6 @@
 """The commands around one training run: ``train`` (with checkpoints, optionally measured) and
-``plot`` (its figures)."""
+``plot`` (its figures).
+"""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def train(
     from diffeoprobe.training import TrainingDiverged
     from diffeoprobe.training import train as run_training
 
+    assert configs is not None  # built from the options by config_options
     config, measure_config = configs[TrainConfig], configs[MeasureConfig]
     try:
         summary = run_training(

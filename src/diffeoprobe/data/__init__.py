@@ -1,5 +1,6 @@
 """Data sets by name (CIFAR-10, SVHN, MNIST, Fashion-MNIST, scale detection), their download, the
-noisy-training wrapper and batched augmentation."""
+noisy-training wrapper and batched augmentation.
+"""
 
 from .cifar import load_cifar10
 from .download import download

@@ -33,7 +33,7 @@ from .download import RemoteFile, fetch, missing_files_error
 try:  # numpy >= 2 moved the module; old pickles still name numpy.core.multiarray
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]  # numpy 1.x's name
 
 __all__ = [
     "CIFAR10_ARCHIVE",
@@ -101,6 +101,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module: str, name: str) -> Callable[..., object]:
+        """The allowed global ``module.name``; any other raises :class:`ForbiddenGlobal`."""
         try:
             return self.ALLOWED[module, name]
         except KeyError:

@@ -58,7 +58,9 @@ def image_noise(
     Args:
         shape: the image shape, e.g. ``(C, H, W)``.
         noise_norm: the target total norm ``s >= 0``.
-        seed, index, epoch: the key of the draw; the same key gives the same noise.
+        seed: the first part of the key of the draw; the same key gives the same noise.
+        index: the image's index in its data set, the second part of the key.
+        epoch: the epoch, the third part of the key (``0`` for noise fixed over training).
 
     >>> eta = image_noise((1, 28, 28), 10.0, seed=0, index=3)
     >>> round(eta.norm().item())  # ~ 10 within ~ 10 / sqrt(2 * 784)

@@ -97,17 +97,18 @@ def build(
     kwargs: dict[str, object] = {"split": split, "seed": seed, **options}
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
-    data = factory(**kwargs)
+    tensors = factory(**kwargs)
 
     if normalize:
-        x, *rest = data.tensors
-        data = TensorDataset(normalize_images(x, *NORMALIZATION[key]), *rest)
+        x, *rest = tensors.tensors
+        tensors = TensorDataset(normalize_images(x, *NORMALIZATION[key]), *rest)
+    data: Dataset = tensors
     if noise_norm > 0:
         noise_seed = mix_seed(seed, SPLITS.index(split))
         if noise_mode == "fixed":
-            data = add_fixed_noise(data, noise_norm, seed=noise_seed)
+            data = add_fixed_noise(tensors, noise_norm, seed=noise_seed)
         else:
-            data = NoisyDataset(data, noise_norm, mode="fresh", seed=noise_seed)
+            data = NoisyDataset(tensors, noise_norm, mode="fresh", seed=noise_seed)
     return data
 
 
@@ -118,7 +119,8 @@ def available() -> list[str]:
 
 def default_data_dir(name: str) -> Path:
     """Where a file-backed data set lives unless ``data_dir`` says otherwise:
-    ``~/.cache/diffeoprobe/<name>`` (:data:`~diffeoprobe.data.download.DATA_CACHE`)."""
+    ``~/.cache/diffeoprobe/<name>`` (:data:`~diffeoprobe.data.download.DATA_CACHE`).
+    """
     return (DATA_CACHE / name).expanduser()
 
 

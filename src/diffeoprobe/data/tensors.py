@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["head", "labels", "take"]
+__all__ = ["head", "labels", "size", "take"]
 
 
 def take(dataset: Dataset, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,9 +28,14 @@ def take(dataset: Dataset, index: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
 
 
+def size(dataset: Dataset) -> int:
+    """The number of items (torch's ``Dataset`` type declares no ``__len__``; ours all have one)."""
+    return len(dataset)  # type: ignore[arg-type]
+
+
 def head(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``limit`` items (all when ``None`` or larger than the data set), as :func:`take`."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = size(dataset)
     return take(dataset, torch.arange(n if limit is None else min(limit, n)))
 
 
@@ -38,4 +43,4 @@ def labels(dataset: Dataset) -> torch.Tensor:
     """Every label, int64 ``(N,)`` (without reading the images of a TensorDataset)."""
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
-    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
+    return torch.as_tensor([int(dataset[i][1]) for i in range(size(dataset))])

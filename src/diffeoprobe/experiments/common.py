@@ -65,7 +65,8 @@ class MissingRuns(DiffeoProbeError):
 
 def run_id(config: TrainConfig, measure: MeasureConfig) -> str:
     """The run's directory name under ``DIR/runs/``: :func:`diffeoprobe.sweep.run_id` (a hash of
-    both configs), so ``diffeoprobe sweep`` and the store read reproduce's runs as their own."""
+    both configs), so ``diffeoprobe sweep`` and the store read reproduce's runs as their own.
+    """
     from diffeoprobe.sweep import run_id as sweep_id
 
     return sweep_id(config, measure)
@@ -95,7 +96,8 @@ def sd_run(
 ) -> Run:
     """The 1D scale-detection CNN on Task ``task`` (docs/science.md section 6), hinge loss, plain SGD
     at ``lr = lr_per_width * width`` (the preset's by default; Adam at ``adam_lr`` when given),
-    stopped at zero training error."""
+    stopped at zero training error.
+    """
     width = width or preset.sd_width
     lr_per_width = lr_per_width or preset.sd_lr_per_width
     options: dict[str, Any] = dict(width=width)
@@ -228,6 +230,7 @@ class Context:
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def run_dir(self, run: Run) -> Path:
+        """The directory of ``run`` under ``root``."""
         return self.root / "runs" / run_id(run.config, run.measure)
 
     def require(self, needed: Iterable[Run], figure: str) -> None:
@@ -252,7 +255,8 @@ class Context:
 
     def table(self, run: Run) -> pd.DataFrame:
         """The run's layer-wise table at init and at the end (``state`` column), tags and the
-        chance error (``1 - 1 / classes``, for the claims' preconditions) added."""
+        chance error (``1 - 1 / classes``, for the claims' preconditions) added.
+        """
         key = f"table:{self.run_dir(run).name}"
         if key not in self._cache:
             first, last = self.steps(run)
@@ -279,7 +283,8 @@ class Context:
         **overrides: Any,
     ) -> pd.DataFrame:
         """``measure`` of the run's model at ``step`` (or of ``model``) on its probe images, with
-        the run's settings and seed, the data set's proper diffeo, and ``overrides``."""
+        the run's settings and seed, the data set's proper diffeo, and ``overrides``.
+        """
         from diffeoprobe.measure import measure
 
         net = self.model(run, step) if model is None else model
@@ -298,7 +303,8 @@ class Context:
         """The run's representations at initialisation for seeds ``0 .. count - 1``: the paper
         averages the untrained value over 5 initialisations (docs/science.md section 4). Seeds that
         were trained come from their init checkpoint (``table``); the others are fresh nets built
-        and measured with that seed, as ``train()`` would have."""
+        and measured with that seed, as ``train()`` would have.
+        """
         from diffeoprobe.measure import measure
 
         seeds = [s for s in range(count) if s != run.config.seed]
@@ -354,8 +360,7 @@ class Context:
         if key not in self._cache:
             common = dict(data_dir=config.data_dir, seed=config.seed, **options)
             test = datasets.build(config.dataset, split="test", **common)
-            n = len(test) if config.test_size is None else min(config.test_size, len(test))
-            x, y = head(test, n)
+            x, y = head(test, config.test_size)
             train_labels = labels(datasets.build(config.dataset, split="train", **common))
             classes = int(max(int(train_labels.max()), int(y.max()))) + 1
             self._cache[key] = (x, classes)
@@ -405,7 +410,8 @@ def seed_mean(
     table: pd.DataFrame, by: Sequence[str], quantities: Sequence[str] = QUANTITIES
 ) -> pd.DataFrame:
     """Mean over seeds of each quantity, grouped by ``by``; ``*_se`` the standard error over
-    seeds (the measurement's own error when there is one seed); ``seeds`` the count."""
+    seeds (the measurement's own error when there is one seed); ``seeds`` the count.
+    """
     rows = []
     for key, part in table.groupby(list(by), sort=False, dropna=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
@@ -502,7 +508,8 @@ def download_hosts(dataset: str) -> list[tuple[str, int]]:
 
 def host_reachable(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> bool:
     """Whether ``host`` accepts a TCP connection on ``port`` within ``timeout`` seconds (cached per
-    host and port; ``False`` without trying when the environment sets ``DIFFEOPROBE_OFFLINE``)."""
+    host and port; ``False`` without trying when the environment sets ``DIFFEOPROBE_OFFLINE``).
+    """
     import os
     import socket
 

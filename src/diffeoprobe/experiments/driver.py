@@ -70,7 +70,8 @@ FIGURE_SUFFIXES = (".png", ".pdf")
 @dataclass
 class FigureResult:
     """What became of one figure: ``made``, ``reused`` (complete already), ``skipped`` (its data
-    set is absent) or ``missing`` (runs not finished), with the table and verdicts when made."""
+    set is absent) or ``missing`` (runs not finished), with the table and verdicts when made.
+    """
 
     name: str
     status: str
@@ -210,6 +211,7 @@ def reproduce(
     run_rows = _run_rows(needed, root, outcome)
     claims = _claims_table(results)
     seconds = time.perf_counter() - start
+    machine = _machine(load_start)
     summary = dict(
         preset=asdict(preset),
         preset_name=preset.name,
@@ -219,13 +221,14 @@ def reproduce(
         ],
         runs=run_rows,
         seconds=seconds,
-        machine=_machine(load_start),
+        machine=machine,
         versions=files.versions(),
         notes=notes,
     )
     if preset.time_budget_s is not None and only is None:
         resumed = done_before > 0 or any(r.status == "reused" for r in results)
-        verdict = _time_claim(preset, seconds, run_rows, results, summary["machine"], resumed)
+        budget = preset.time_budget_s
+        verdict = _time_claim(preset, budget, seconds, run_rows, results, machine, resumed)
         verdict["status"] = status_of(verdict["holds"])
         claims = pd.concat([claims, pd.DataFrame([verdict])], ignore_index=True)
     _write_outputs(root, results, claims, summary)
@@ -238,7 +241,8 @@ def reproduce(
 
 def _check_same_preset(root: Path, preset: Preset, overrides: dict[str, str] | None) -> None:
     """Refuse ``root`` when its ``reproduce.json`` records another preset (``preset`` holds every
-    field, overrides applied); a directory without one is free."""
+    field, overrides applied); a directory without one is free.
+    """
     path = root / "reproduce.json"
     if not path.is_file():
         return
@@ -296,7 +300,8 @@ def _train(
 
     With a local pool, the seeds of one configuration are trained together and the other runs
     alone, in one pool (:mod:`.seed_groups`; serially: the groups only); the sweep then records
-    every run and trains whatever is left."""
+    every run and trains whatever is left.
+    """
     from diffeoprobe import sweep
     from diffeoprobe.experiments.seed_groups import seed_groups, train_seed_groups
 
@@ -488,14 +493,16 @@ def _claims_table(results: list[FigureResult]) -> pd.DataFrame:
 
 def _time_claim(
     preset: Preset,
+    budget: float,
     seconds: float,
     run_rows: list[dict[str, Any]],
     results: list[FigureResult],
     machine: dict[str, Any],
     resumed: bool,
 ) -> dict[str, Any]:
-    """The preset's stated wall time, judged on a fresh call only; a resumed call reports the
-    recorded run and figure times (summed: what one worker would take)."""
+    """The preset's stated wall time ``budget``, judged on a fresh call only; a resumed call
+    reports the recorded run and figure times (summed: what one worker would take).
+    """
     recorded = sum(r.get("seconds") or 0.0 for r in run_rows) + sum(r.seconds for r in results)
     text = f"this call {seconds:.0f} s"
     if resumed:
@@ -511,11 +518,11 @@ def _time_claim(
         figure="(all)",
         claim="wall time",
         statement=f"the {preset.name} preset finishes in the stated time",
-        paper=f"<= {preset.time_budget_s / 60:.0f} min on 2 CPU cores",
+        paper=f"<= {budget / 60:.0f} min on 2 CPU cores",
         preconditions="a fresh output directory (a resumed call is not judged)",
         headline=False,
         subject=f"{preset.name} preset",
-        holds=None if resumed else bool(seconds <= preset.time_budget_s),
+        holds=None if resumed else bool(seconds <= budget),
         measured=text,
         reason="resumed: the wall time of a resumed call says nothing" if resumed else "",
     )
@@ -586,7 +593,7 @@ def _machine(load_start: tuple[float, float, float]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _threads(count: int | None) -> Iterator[None]:
-    """torch's thread count for the block (tiny nets on shared cores: one thread is fastest)."""
+    """Set torch's thread count for the block (tiny nets on shared cores: one thread is fastest)."""
     import torch
 
     previous = torch.get_num_threads()

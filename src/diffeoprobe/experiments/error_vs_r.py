@@ -44,12 +44,13 @@ INIT_BAND = 10.0  # R at init "about 1": within a decade
 
 
 def spec(preset: Preset) -> FigureSpec:
+    """The zoo of the preset's data set (every net and seed), trained and measured."""
     runs = tuple(zoo_run(preset, net, seed=s) for net in preset.zoo for s in preset.zoo_seeds)
     # file-backed data (downloaded or not): the driver skips the figure, with the reason, when
     # the files are absent and cannot be downloaded here
     requires = (preset.zoo_dataset,) if preset.zoo_dataset in FILE_BACKED else ()
     nets = ", ".join(dict.fromkeys(r.tags["net"] for r in runs))
-    claims = (
+    claims: tuple[Claim, ...] = (
         Claim(
             "CNNs: trained R_k falls with depth",
             "after training, R_k falls with depth in the convolutional nets of the zoo",
@@ -125,7 +126,8 @@ def spec(preset: Preset) -> FigureSpec:
 
 def build(context: Context, runs: list) -> pd.DataFrame:
     """Every representation of every net at init and trained (the claims on depth read them; the
-    plot and the fit read the output), with ``cnn``: whether the net is convolutional."""
+    plot and the fit read the output), with ``cnn``: whether the net is convolutional.
+    """
     context.require(runs, NAME)
     rows = []
     for run in runs:
@@ -300,7 +302,8 @@ def plot(table: pd.DataFrame) -> Figure:
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per net and seed: R at the output and the test error, at init and trained; last row: the
-    fit ``error = a R^b`` over the trained nets, with its standard errors."""
+    fit ``error = a R^b`` over the trained nets, with its standard errors.
+    """
     output = _output(table)
     wide = output.pivot_table(index=["net", "seed"], columns="state", values=["R", "test_error"])
     wide.columns = [f"{q} {state}" for q, state in wide.columns]

@@ -32,6 +32,7 @@ LN2 = math.log(2.0)
 
 
 def spec(preset: Preset) -> FigureSpec:
+    """This figure under ``preset``: its runs, measurement and claims."""
     tol = preset.theory_tolerance
     claims = (
         Claim(

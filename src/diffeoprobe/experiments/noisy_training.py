@@ -34,6 +34,7 @@ from diffeoprobe.experiments.spec import (
     Claim,
     FigureSpec,
     Preconditions,
+    Run,
     Verdict,
     depth_trend,
 )
@@ -42,8 +43,9 @@ NAME = "noisy-training"
 
 
 def spec(preset: Preset) -> FigureSpec:
-    runs: list = []
-    where = []
+    """This figure under ``preset``: its runs, measurement and claims."""
+    runs: list[Run] = []
+    where: list[str] = []
     if preset.noisy_sd:
         runs += [
             sd_run(preset, task=preset.noisy_task, seed=seed, noise_norm=s, noise_level=level)
@@ -74,8 +76,6 @@ def spec(preset: Preset) -> FigureSpec:
         )
     elif preset.noisy_models:
         where.append(f"({', '.join(preset.noisy_models)} left out: {absent})")
-    runs = tuple(runs)
-    where = "; ".join(where)
     norms = (
         "s / ||x|| in {" + ", ".join(f"{s:g}" for s in preset.noise_levels) + "} of the data "
         "set's mean image norm ||x||"
@@ -105,13 +105,13 @@ def spec(preset: Preset) -> FigureSpec:
         name=NAME,
         title="Noisy training: the trends survive white noise on the training images",
         description=(
-            f"{where}, trained with white noise of total norm {norms} added to every "
+            f"{'; '.join(where)}, trained with white noise of total norm {norms} added to every "
             "training image (a fixed draw per image). Left: D_k, G_k, R_k after training, one "
             "colour per noise norm (dashed grey: initialisation, s = 0). Right: the output's D, G "
             "and R versus s, with the test error."
         ),
         paper="Fig. 1 and 10 (CIFAR-10, noise norms 0 .. 100)",
-        runs=runs,
+        runs=tuple(runs),
         measure=measure_config(preset),
         probes=("scale-detection: checkpoints re-measured on clean test signals",)
         if preset.noisy_sd
@@ -135,6 +135,7 @@ def _sd_data(preset: Preset) -> dict:
 
 
 def build(context: Context, runs: list) -> pd.DataFrame:
+    """The figure's tidy table from the finished ``runs``."""
     context.require(runs, NAME)
     parts = []
     for run in runs:
@@ -158,7 +159,8 @@ def _curves(table: pd.DataFrame) -> pd.DataFrame:
 
 def _trend(part: pd.DataFrame, quantity: str) -> tuple[bool, float, float, float]:
     """Whether trained R_k falls (G_k rises) with depth in one net's seed-mean curve ``part``;
-    with Spearman's rho and the values at layer 1 and at the output."""
+    with Spearman's rho and the values at layer 1 and at the output.
+    """
     part = part[part["k"] >= 1]
     holds, rho = depth_trend(part["k"], part[quantity], falling=quantity == "R")
     return holds, rho, part[quantity].iloc[0], part[quantity].iloc[-1]
@@ -166,7 +168,8 @@ def _trend(part: pd.DataFrame, quantity: str) -> tuple[bool, float, float, float
 
 def _trends(table: pd.DataFrame, quantity: str) -> list[Verdict]:
     """The trend at every noise norm; "still" presupposes it in the net trained without noise:
-    where that net does not show it, the claim is not evaluable on the noisy ones."""
+    where that net does not show it, the claim is not evaluable on the noisy ones.
+    """
     out = []
     mean = _curves(table)
     trained = mean[mean["state"] == TRAINED]

@@ -146,6 +146,17 @@ def _coerce(text: str, hint: Any, current: Any = None) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(text, inner, current)
+    if hint in (bool, int, float, str):
+        return _coerce_scalar(text, hint)
+    if origin is tuple:
+        return _coerce_tuple(text, args, current)
+    if origin is dict:
+        return _mapping(text)
+    raise _WrongType(f"no reader for {hint}")  # pragma: no cover (every Preset field has one)
+
+
+def _coerce_scalar(text: str, hint: type) -> bool | int | float | str:
+    """``text`` (stripped) as a ``bool``, ``int``, finite ``float`` or ``str``."""
     if hint is bool:
         if text.lower() in _TRUE:
             return True
@@ -165,20 +176,19 @@ def _coerce(text: str, hint: Any, current: Any = None) -> Any:
         if not math.isfinite(value):
             raise _WrongType("not a finite number")
         return value
-    if hint is str:
-        return text
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            if args[0] is ZooNet:
-                return _zoo_nets(text, current or ())
-            return tuple(_coerce(item, args[0]) for item in _items(text))
-        items = _items(text)
-        if len(items) != len(args):
-            raise _WrongType(f"{len(args)} values needed, {len(items)} given")
-        return tuple(_coerce(item, arg) for item, arg in zip(items, args, strict=True))
-    if origin is dict:
-        return _mapping(text)
-    raise _WrongType(f"no reader for {hint}")  # pragma: no cover (every Preset field has one)
+    return text
+
+
+def _coerce_tuple(text: str, args: tuple[Any, ...], current: Any) -> tuple[Any, ...]:
+    """``text`` as a ``tuple[args]``: ``tuple[X, ...]`` of any length, or one item per arg."""
+    if len(args) == 2 and args[1] is Ellipsis:
+        if args[0] is ZooNet:
+            return _zoo_nets(text, current or ())
+        return tuple(_coerce(item, args[0]) for item in _items(text))
+    items = _items(text)
+    if len(items) != len(args):
+        raise _WrongType(f"{len(args)} values needed, {len(items)} given")
+    return tuple(_coerce(item, arg) for item, arg in zip(items, args, strict=True))
 
 
 def _items(text: str) -> list[str]:
@@ -290,33 +300,16 @@ def _type_name(hint: Any) -> str:
 
 def _check_range(key: str, value: Any, where: str) -> None:
     """Refuse values that make no sense for the field (naming it): a count or size below 1, a
-    negative seed, an empty list of seeds, a negative or infinite number, an unknown choice."""
+    negative seed, an empty list of seeds, a negative or infinite number, an unknown choice.
+    """
     values = value if isinstance(value, tuple) else (value,)
     if value is None:
         return
     if isinstance(value, tuple) and not value and key not in MODEL_FIELDS:
         raise DiffeoProbeError(f"{where}: {key} needs at least one value")
     for item in values:
-        if isinstance(item, bool) or item is None:
-            continue
-        if key in CHOICES and item not in CHOICES[key]:
-            choices = ", ".join(str(c) for c in CHOICES[key])
-            raise DiffeoProbeError(f"{where}: {key} must be one of {choices}, got {item!r}")
-        if isinstance(item, int):
-            if isinstance(value, tuple) and "seeds" in key:
-                floor, what = 0, "seeds are >= 0"
-            elif key in ZERO_ALLOWED:
-                floor, what = 0, f"{key} is >= 0"
-            else:
-                floor = MINIMUM.get(key, 1)
-                what = f"{key} is >= {floor}" + (" (a count or size)" if floor == 1 else "")
-            if item < floor:
-                raise DiffeoProbeError(f"{where}: {what}, got {item}")
-        elif isinstance(item, float):
-            if key in POSITIVE and item <= 0:
-                raise DiffeoProbeError(f"{where}: {key} must be > 0, got {item:g}")
-            if item < 0:
-                raise DiffeoProbeError(f"{where}: {key} must be >= 0, got {item:g}")
+        if not (isinstance(item, bool) or item is None):
+            _check_item(key, item, isinstance(value, tuple), where)
     if key in MODEL_FIELDS:
         from diffeoprobe.models import MODELS
 
@@ -328,6 +321,28 @@ def _check_range(key: str, value: Any, where: str) -> None:
         from diffeoprobe.data import DATASETS
 
         _known(DATASETS.get, value, where)
+
+
+def _check_item(key: str, item: Any, in_tuple: bool, where: str) -> None:
+    """Refuse one value of the field ``key`` (an item of a tuple when ``in_tuple``)."""
+    if key in CHOICES and item not in CHOICES[key]:
+        choices = ", ".join(str(c) for c in CHOICES[key])
+        raise DiffeoProbeError(f"{where}: {key} must be one of {choices}, got {item!r}")
+    if isinstance(item, int):
+        if in_tuple and "seeds" in key:
+            floor, what = 0, "seeds are >= 0"
+        elif key in ZERO_ALLOWED:
+            floor, what = 0, f"{key} is >= 0"
+        else:
+            floor = MINIMUM.get(key, 1)
+            what = f"{key} is >= {floor}" + (" (a count or size)" if floor == 1 else "")
+        if item < floor:
+            raise DiffeoProbeError(f"{where}: {what}, got {item}")
+    elif isinstance(item, float):
+        if key in POSITIVE and item <= 0:
+            raise DiffeoProbeError(f"{where}: {key} must be > 0, got {item:g}")
+        if item < 0:
+            raise DiffeoProbeError(f"{where}: {key} must be >= 0, got {item:g}")
 
 
 def _known(lookup: Any, name: str, where: str) -> None:

@@ -45,6 +45,7 @@ VARIANT_STYLE = {
 
 
 def spec(preset: Preset) -> FigureSpec:
+    """This figure under ``preset``: its runs, measurement and claims."""
     runs: list[Run] = [sd_run(preset, task=t, seed=preset.seeds[0]) for t in preset.sd_tasks]
     skipped = ""
     zoo = [n for n in preset.zoo if n.model in preset.pooling_models]
@@ -109,6 +110,7 @@ def _label(run: Run) -> str:
 
 
 def build(context: Context, runs: list[Run], preset: Preset) -> pd.DataFrame:
+    """The figure's tidy table from the finished ``runs`` and the probes of their nets."""
     from diffeoprobe.probes import filter_spectrum, pooling_shares, shuffled_sensitivities
 
     context.require(runs, NAME)
@@ -227,6 +229,7 @@ def _at_output(part: pd.DataFrame, column: str) -> float:
 
 
 def plot(table: pd.DataFrame) -> Figure:
+    """The figure drawn from its ``table``: one row of panels per net."""
     nets = list(dict.fromkeys(table["net"]))
     fig, axes = plotting.grid(len(nets), 4, width=3.4, height=2.9)
     mode0 = _mode0(table)

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from diffeoprobe.errors import DiffeoProbeError
 
@@ -107,8 +107,24 @@ class Preset:
     time_budget_s: float | None = None  # the preset's stated wall time
 
 
-_CIFAR_SGD = dict(optimizer="sgd", lr=0.1, weight_decay=5e-4)
-_ADAM = dict(optimizer="adam", lr=1e-3, weight_decay=0.0)
+class _Recipe(TypedDict, total=False):
+    """Training settings of a :class:`ZooNet`, to unpack into it."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+
+
+class _SdTraining(TypedDict):
+    """Training settings of the 1D scale-detection CNN, to unpack into a :class:`Preset`."""
+
+    sd_batch: int
+    sd_lr_per_width: float
+    sd_weight_decay: float
+
+
+_CIFAR_SGD = _Recipe(optimizer="sgd", lr=0.1, weight_decay=5e-4)
+_ADAM = _Recipe(optimizer="adam", lr=1e-3, weight_decay=0.0)
 
 PAPER = Preset(
     name="paper",
@@ -163,8 +179,8 @@ PAPER = Preset(
 # The papers' training of the 1D scale-detection CNN: batch 8, plain SGD at lr 0.01 x width, no
 # momentum, no weight decay (docs/science.md's 0.01 decayed every weight of a width-64 net to zero within
 # 150 epochs at this lr: measured), hinge loss, to zero training error.
-_PAPER_SD = dict(sd_batch=8, sd_lr_per_width=0.01, sd_weight_decay=0.0)
-_FM_CNN = dict(_CIFAR_SGD)  # the CIFAR recipe on Fashion-MNIST: SGD 0.1, momentum 0.9, wd 5e-4
+_PAPER_SD = _SdTraining(sd_batch=8, sd_lr_per_width=0.01, sd_weight_decay=0.0)
+_FM_CNN = _Recipe(**_CIFAR_SGD)  # the CIFAR recipe on Fashion-MNIST: SGD 0.1, momentum 0.9, wd 5e-4
 
 QUICK = Preset(
     name="quick",
@@ -214,7 +230,7 @@ QUICK = Preset(
         # time), width 16 with BatchNorm 0.112; LeNet (fixed width) at lr 0.1 0.156, at 0.05
         # 0.134, at 0.05 for 20 epochs 0.110 (about 2 minutes of a core)
         ZooNet("simplecnn", dict(width=16, batch_norm=True), **_FM_CNN),
-        ZooNet("lenet", **dict(_FM_CNN, lr=0.05), epochs=20),
+        ZooNet("lenet", **(_FM_CNN | {"lr": 0.05}), epochs=20),
         ZooNet("fc2", **_ADAM),
         ZooNet("fc4", dict(width=256), **_ADAM),  # width 1024: 4.5 min a run, 256: under 1
     ),

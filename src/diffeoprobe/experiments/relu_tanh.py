@@ -33,6 +33,7 @@ IDEAL_VALUES = (0.1, 1.0)  # amplitudes of the idealised net's active pixel
 
 
 def spec(preset: Preset) -> FigureSpec:
+    """This figure under ``preset``: its runs, measurement and claims."""
     runs = tuple(
         sd_run(preset, task=t, seed=s, activation=a)
         for a in ACTIVATIONS
@@ -71,6 +72,7 @@ def spec(preset: Preset) -> FigureSpec:
 
 
 def build(context: Context, runs: list, preset: Preset) -> pd.DataFrame:
+    """The figure's tidy table from the finished ``runs``, with the exact idealised curves."""
     from diffeoprobe.theory import exact_sensitivities
 
     context.require(runs, NAME)

@@ -46,6 +46,7 @@ TRAINED_NETS = Preconditions()  # learned, no collapse, enough probes
 
 
 def spec(preset: Preset) -> FigureSpec:
+    """This figure under ``preset``: its runs, measurement and claims."""
     runs = [sd_run(preset, task=t, seed=s) for t in preset.sd_tasks for s in preset.seeds]
     if preset.sd_stride1 is not None:
         filter_size, depth = preset.sd_stride1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ __all__ = ["seed_groups", "train_seed_groups"]
 
 def seed_groups(runs: Sequence[Run], root: Path) -> list[list[Run]]:
     """The unfinished runs of ``runs`` that differ only in their seed and can be trained together
-    (:func:`diffeoprobe.ensemble.batchable`), in groups of two or more, in the order given."""
+    (:func:`diffeoprobe.ensemble.batchable`), in groups of two or more, in the order given.
+    """
     from diffeoprobe.ensemble import batchable
 
     groups: dict[str, list[Run]] = {}
@@ -59,7 +60,8 @@ def train_seed_groups(
 ) -> dict[str, str]:
     """Train each group together and each of ``singles`` alone, in a pool of ``workers``
     processes (``workers=0``: the groups in this process, no single); returns run id -> error for
-    the runs that failed or were busy (the sweep then trains those one by one)."""
+    the runs that failed or were busy (the sweep then trains those one by one).
+    """
     from diffeoprobe.processes import start_method
     from diffeoprobe.sweep import execute_run
 
@@ -73,7 +75,7 @@ def train_seed_groups(
     context = multiprocessing.get_context(start_method())
     jobs = len(groups) + len(singles)
     with ProcessPoolExecutor(max_workers=min(workers, jobs), mp_context=context) as pool:
-        futures = {
+        futures: dict[Future[dict[str, Any]], Sequence[Run] | RunSpec] = {
             pool.submit(_train_group, *_group_args(group, root), threads): group for group in groups
         }
         futures |= {

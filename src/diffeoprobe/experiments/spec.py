@@ -163,12 +163,12 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     >>> spearman([1, 2, 3], [5, 5, 5])
     nan
     """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[keep], ys[keep]
+    if len(xs) < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
         return math.nan  # scipy would warn (ConstantInputWarning) and return NaN
-    rho, _ = scipy.stats.spearmanr(x, y)
+    rho, _ = scipy.stats.spearmanr(xs, ys)
     return float(rho)
 
 

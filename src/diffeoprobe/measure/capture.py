@@ -93,7 +93,8 @@ class CapturePlan:
 
 class _LeafTracer(fx.Tracer):
     """Every module without children is a leaf: a user's own parametrised layer (a scaled conv)
-    is one capturable layer named by its path, as with hooks, instead of being traced through."""
+    is one capturable layer named by its path, as with hooks, instead of being traced through.
+    """
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return super().is_leaf_module(m, module_qualified_name) or not any(
@@ -227,7 +228,7 @@ def _module_hooks(model: nn.Module, paths: set[str], on_output: OutputCallback) 
 
 def run_captured(
     model: nn.Module, plan: CapturePlan, x: torch.Tensor, on_output: OutputCallback
-) -> torch.Tensor:
+) -> object:
     """Run ``model(x)`` once, calling ``on_output(name, tensor)`` for every selected layer.
 
     Returns the model's output. With hooks, every call of a selected module is reported
@@ -236,6 +237,7 @@ def run_captured(
     if plan.mode == "fx":
         wanted = set(plan.selected)
         names = {node: name for node, name in plan.node_names.items() if name in wanted}
+        assert plan.graph_module is not None  # plan_capture traced it
         return _CaptureInterpreter(plan.graph_module, names, on_output).run(x)
     with _module_hooks(model, {_base(name) for name in plan.selected}, on_output):
         return model(x)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -27,11 +28,18 @@ from diffeoprobe.validate import (
     check_temperature,
 )
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 Diffeo = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """``(x, generator) -> tau x``: a batch ``(B, C, ...)`` deformed, one independent draw per sample."""
 
 Noise = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 """``(x, tau x, generator) -> eta``: the noise added to ``x`` (not ``x + eta``)."""
+
+ProbeData = torch.Tensor | Dataset[Any] | DataLoader[Any] | Iterable[Any]
+"""Probe images: a tensor ``(P, C, ...)``, a Dataset of ``x`` or ``(x, label)`` items, or a
+DataLoader / iterable of such batches."""
 
 
 PERTURBATION_BLOCK = 256
@@ -62,7 +70,7 @@ COLUMNS = [
 
 def measure(
     model: nn.Module,
-    data: torch.Tensor | Dataset | DataLoader | Iterable,
+    data: ProbeData,
     *,
     delta: float = 1.0,
     temperature: float | None = None,
@@ -152,11 +160,7 @@ def measure(
         temperature = check_temperature(temperature)
     else:
         delta = check_positive(delta, "delta", allow_zero=True)
-    if layers is not None:
-        if isinstance(layers, str) or len(layers) == 0:
-            raise DiffeoProbeError(
-                f"layers must be a non-empty list of layer names, got {layers!r}"
-            )
+    _check_layers(layers)
     if device is not None:
         model.to(device)
     device = torch.device(device) if device is not None else _model_device(model)
@@ -214,7 +218,7 @@ def measure(
                         model, plan, stacked, lambda n, t: state.reduce(n, t, channel_mean)
                     )
                     state.finish_forward(out, want_output, channel_mean)
-                    if tracker:
+                    if tracker and task is not None:
                         tracker.advance(task, k)
     finally:
         model.train(was_training)
@@ -234,6 +238,25 @@ def measure(
             seed=seed,
         ),
     )
+
+
+class MeasureOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`measure` but ``seed``, for functions that pass them on."""
+
+    delta: float
+    temperature: float | None
+    cut: int
+    interp: str
+    diffeo: str | Diffeo
+    noise: str | Noise
+    layers: Sequence[str] | None
+    batch_size: int
+    draws: int
+    channel_mean: bool
+    probe_size: int | None
+    capture: str
+    device: str | torch.device | None
+    progress: bool
 
 
 class _MeasureState:
@@ -295,8 +318,11 @@ class _MeasureState:
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A tensor of ``like``'s shape, dtype and device, carved from one reused buffer."""
         numel, buffer = like.numel(), self._buffer
-        fits = buffer is not None and buffer.numel() >= numel
-        if not fits or (buffer.dtype, buffer.device) != (like.dtype, like.device):
+        if (
+            buffer is None
+            or buffer.numel() < numel
+            or (buffer.dtype, buffer.device) != (like.dtype, like.device)
+        ):
             buffer = self._buffer = like.new_empty(numel)
         return buffer[:numel].view(like.shape)
 
@@ -376,7 +402,8 @@ def _table(state: _MeasureState, modules: dict[str, str], attrs: dict[str, objec
 def _chunks(n: int, size: int, *, first: bool) -> list[tuple[int, int]]:
     """``[start, stop)`` ranges of ``size`` images; the very first forward of a measurement always
     holds ``REFERENCE_IMAGES`` images (its mean centres the sums), so that no statistic, error bars
-    included, depends on ``batch_size``."""
+    included, depends on ``batch_size``.
+    """
     bounds = [0, min(REFERENCE_IMAGES, n)] if first else [0]
     bounds += list(range(bounds[-1] + size, n, size)) + [n]
     return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
@@ -404,6 +431,11 @@ def _matched(
     return matched_noise(x, xt, generator=g, rectified=rectified)
 
 
+def _check_layers(layers: Sequence[str] | None) -> None:
+    if layers is not None and (isinstance(layers, str) or len(layers) == 0):
+        raise DiffeoProbeError(f"layers must be a non-empty list of layer names, got {layers!r}")
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device
@@ -420,7 +452,7 @@ def _block_seed(seed: int, block: int) -> int:
 def _iter_images(data: object, chunk: int, limit: int | None) -> Iterator[torch.Tensor]:
     """Batches of images (labels dropped), at most ``limit`` images in all."""
     if isinstance(data, torch.Tensor):
-        source: Iterable = (data[i : i + chunk] for i in range(0, data.shape[0], chunk))
+        source: Iterable[object] = (data[i : i + chunk] for i in range(0, data.shape[0], chunk))
     elif isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
         source = DataLoader(data, batch_size=chunk, shuffle=False)
     elif isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
@@ -465,18 +497,17 @@ def _reblock(batches: Iterable[torch.Tensor], size: int) -> Iterator[tuple[int, 
 
 
 def _probe_count(data: object, limit: int | None) -> int | None:
+    source = data.dataset if isinstance(data, DataLoader) else data
+    if not isinstance(source, Sized):
+        return limit
     try:
-        n = (
-            data.shape[0]
-            if isinstance(data, torch.Tensor)
-            else len(data.dataset if isinstance(data, DataLoader) else data)
-        )
-    except TypeError:
+        n = len(source)  # a tensor's: its first dimension
+    except TypeError:  # a __len__ that refuses, as a 0-d tensor's
         return limit
     return min(n, limit) if limit is not None else n
 
 
-def _progress(show: bool, total: int | None):
+def _progress(show: bool, total: int | None) -> AbstractContextManager[Progress | None]:
     if not show:
         return nullcontext(None)
     from rich.progress import (

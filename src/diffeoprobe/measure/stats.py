@@ -102,27 +102,37 @@ class SensitivitySums:
             d: ``(B,)`` per-image squared distance under the diffeomorphism.
             g: ``(B,)`` per-image squared distance under the noise.
         """
-        self._sum_a += centred_sum.double()  # batch sums are short: input precision suffices
+        sum_a, sum_a2, moments = self._running()
+        sum_a.add_(centred_sum.double())  # batch sums are short: input precision suffices
         sq, d, g = squared.double(), d.double(), g.double()
-        self._sum_a2 += sq.sum()
-        self._moments += torch.stack(
-            [
-                d.sum(),
-                g.sum(),
-                sq.sum(),
-                d.square().sum(),
-                g.square().sum(),
-                sq.square().sum(),
-                (d * g).sum(),
-                (d * sq).sum(),
-                (g * sq).sum(),
-            ]
+        sum_a2.add_(sq.sum())
+        moments.add_(
+            torch.stack(
+                [
+                    d.sum(),
+                    g.sum(),
+                    sq.sum(),
+                    d.square().sum(),
+                    g.square().sum(),
+                    sq.square().sum(),
+                    (d * g).sum(),
+                    (d * sq).sum(),
+                    (g * sq).sum(),
+                ]
+            )
         )
         self.n += squared.shape[0]
 
+    def _running(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The running sums of ``a - ref``, of ``||a - ref||^2`` and the moments."""
+        if self._sum_a is None or self._sum_a2 is None or self._moments is None:
+            raise ValueError("no reference yet: call reference() before add()")
+        return self._sum_a, self._sum_a2, self._moments
+
     def is_finite(self) -> bool:
         """Whether every running sum is finite (a NaN or an infinite representation or distance
-        makes D, G, R and their errors meaningless, not merely undefined as 0/0 is)."""
+        makes D, G, R and their errors meaningless, not merely undefined as 0/0 is).
+        """
         return all(
             bool(torch.isfinite(t).all())
             for t in (self._sum_a, self._sum_a2, self._moments)
@@ -136,10 +146,11 @@ class SensitivitySums:
                 f"need at least 2 probe images to compute the pairwise denominator, got {self.n}"
             )
         n = self.n
-        mean_a = self._sum_a / n
-        variance = (self._sum_a2 / n - mean_a.square().sum()).item()
+        sum_a, sum_a2, moments = self._running()
+        mean_a = sum_a / n
+        variance = (sum_a2 / n - mean_a.square().sum()).item()
         z = 2.0 * n / (n - 1) * variance
-        md, mg, ms, mdd, mgg, mss, mdg, mds, mgs = (v / n for v in self._moments.tolist())
+        md, mg, ms, mdd, mgg, mss, mdg, mds, mgs = (v / n for v in moments.tolist())
         unbias = n / (n - 1)
         var_d, var_g, var_s = (
             max(m2 - m * m, 0.0) * unbias for m, m2 in ((md, mdd), (mg, mgg), (ms, mss))

@@ -1,5 +1,6 @@
 """Models by name (:func:`build`, :func:`available`): the configurable :class:`SimpleCNN` (1D and
-2D), the CNN zoo and fully connected nets of the papers, and the 1D scale-detection CNN."""
+2D), the CNN zoo and fully connected nets of the papers, and the 1D scale-detection CNN.
+"""
 
 from .alexnet import AlexNet
 from .efficientnet import EfficientNet

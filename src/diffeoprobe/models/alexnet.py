@@ -62,4 +62,5 @@ class AlexNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of the images ``x``."""
         return self.classifier(self.avgpool(self.features(x)).flatten(1))

@@ -49,13 +49,15 @@ _DROP_PATH = 0.2  # stochastic depth rate of the last block
 
 class DropPath(nn.Module):
     """Stochastic depth: in training, zero the whole residual branch of an example with
-    probability ``rate`` and scale the kept ones by ``1 / (1 - rate)``; the identity in eval."""
+    probability ``rate`` and scale the kept ones by ``1 / (1 - rate)``; the identity in eval.
+    """
 
     def __init__(self, rate: float) -> None:
         super().__init__()
         self.rate = rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with each example's branch dropped (training) or ``x`` itself (eval)."""
         if not self.training:
             return x
         keep = 1.0 - self.rate
@@ -75,6 +77,7 @@ class SqueezeExcitation(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` scaled channel by channel by its gates."""
         return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
 
 
@@ -110,6 +113,7 @@ class MBConv(nn.Module):
         self.expansion = expansion
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: the residual sum when the shapes allow it."""
         out = x
         if self.expansion != 1:
             out = self.expand_act(self.expand_bn(self.expand_conv(out)))
@@ -164,6 +168,7 @@ class EfficientNet(nn.Module):
         self.classifier = nn.Linear(_HEAD, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of the images ``x``."""
         x = self.blocks(self.stem_act(self.stem_bn(self.stem_conv(x))))
         x = self.head_act(self.head_bn(self.head_conv(x)))
         return self.classifier(self.dropout(self.avgpool(x).flatten(1)))

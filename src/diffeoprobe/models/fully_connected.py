@@ -63,6 +63,7 @@ class FullyConnected(nn.Module):
         self.readout = nn.Linear(features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of the images ``x``, flattened."""
         x = x.flatten(1)
         for layer in self.children():
             x = layer(x)

@@ -63,6 +63,7 @@ class LeNet(nn.Module):
         self.fc3 = nn.Linear(_HIDDEN[1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of the images ``x``."""
         x = self.pool1(self.relu1(self.conv1(x)))
         x = self.pool2(self.relu2(self.conv2(x))).flatten(1)
         return self.fc3(self.relu4(self.fc2(self.relu3(self.fc1(x)))))

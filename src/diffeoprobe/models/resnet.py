@@ -54,6 +54,7 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output ``relu2(branch(x) + shortcut(x))``."""
         out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
         identity = x if self.shortcut is None else self.shortcut(x)
         return self.relu2(out + identity)
@@ -61,7 +62,8 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """conv1x1 -> bn -> relu1 -> conv3x3 (stride) -> bn -> relu2 -> conv1x1 (x4) -> bn, plus the
-    shortcut, -> relu3."""
+    shortcut, -> relu3.
+    """
 
     expansion = 4
 
@@ -80,6 +82,7 @@ class Bottleneck(nn.Module):
         self.relu3 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output ``relu3(branch(x) + shortcut(x))``."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -111,6 +114,11 @@ class ResNet(nn.Module):
     >>> [name for name, _ in net.layer2[0].named_children()]
     ['conv1', 'bn1', 'relu1', 'conv2', 'bn2', 'shortcut', 'relu2']
     """
+
+    layer1: nn.Sequential  # the four stages, set in __init__
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(
         self,
@@ -145,6 +153,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(planes_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of the images ``x``."""
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))

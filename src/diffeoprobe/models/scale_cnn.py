@@ -90,34 +90,41 @@ class ScaledConv1d(nn.Conv1d):
         self.scale = 1.0 / math.sqrt(in_channels * kernel_size)
 
     def reset_parameters(self) -> None:
+        """Draw the weights from N(0, 1) and set the bias to 0."""
         nn.init.normal_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The scaled convolution of ``x``, circularly padded."""
         return scaled_conv1d(x, self.weight, self.bias, self.stride[0], self.scale)
 
     def extra_repr(self) -> str:
+        """The layer's settings, its ``scale`` included, for ``repr``."""
         return f"{super().extra_repr()}, scale={self.scale:.4g}"
 
 
 class ScaledLinear(nn.Linear):
     """A Linear layer with N(0, 1) weights, multiplied by ``1 / in_features`` in the forward pass
-    (the mean-field readout)."""
+    (the mean-field readout).
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.scale = 1.0 / in_features
 
     def reset_parameters(self) -> None:
+        """Draw the weights from N(0, 1) and set the bias to 0."""
         nn.init.normal_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The scaled linear map of ``x``."""
         return scaled_linear(x, self.weight, self.bias, self.scale)
 
     def extra_repr(self) -> str:
+        """The layer's settings, its ``scale`` included, for ``repr``."""
         return f"{super().extra_repr()}, scale={self.scale:.4g}"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ ACTIVATIONS: Mapping[str, Callable[[], nn.Module]] = {
 #: ``(filter_size - 1) // 2`` pixels per side: the size is kept at stride 1 for odd filter sizes
 #: (an even filter loses one pixel per layer; asymmetric padding would need a copy of the input).
 #: "same" and "zeros" are the same zero padding.
-PADDINGS: Mapping[str, str | None] = {
+PADDINGS: Mapping[str, Literal["zeros", "circular", "reflect", "replicate"] | None] = {
     "same": "zeros",
     "zeros": "zeros",
     "circular": "circular",
@@ -72,6 +73,7 @@ class GlobalAvgPool(nn.Module):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of ``x`` over its spatial dimensions."""
         return x.flatten(2).mean(dim=2)
 
 

@@ -76,4 +76,5 @@ class VGG(nn.Module):
         self.classifier = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of the images ``x``."""
         return self.classifier(self.avgpool(self.features(x)).flatten(1))

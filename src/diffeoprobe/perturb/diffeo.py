@@ -292,7 +292,8 @@ def temperature_range(size: int | Sequence[int], cut: int = 3) -> tuple[float, f
 
 def _per_pixel(n: int) -> float:
     """Length of one pixel in ``grid_sample`` coordinates (``align_corners=True``: -1 and +1 are
-    the centres of the first and last pixels)."""
+    the centres of the first and last pixels).
+    """
     return 2 / max(n - 1, 1)
 
 
@@ -361,7 +362,8 @@ def _displacement_grid(displacement: torch.Tensor, size: tuple[int, ...]) -> tor
 
 def _grid_sample(x: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
     """Bilinear or nearest resampling; ``padding_mode="border"`` clamps the source point to the
-    image exactly as the reference does. 1D runs as a ``(B, C, 1, L)`` image."""
+    image exactly as the reference does. 1D runs as a ``(B, C, 1, L)`` image.
+    """
     one_d = x.dim() == 3
     x = x.unsqueeze(2) if one_d else x
     grid = grid.expand(x.shape[0], -1, -1, -1)
@@ -379,7 +381,8 @@ _GAUSSIAN_CHUNK_PIXELS = 1 << 15
 @functools.lru_cache(maxsize=64)
 def _tap_ratios(taps: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(T,)``: ``r_t = c(t - m) / c(t - 1 - m)`` for ``t >= 1`` (entry 0 unused), ``m = T // 2``,
-    with ``c(j) = exp(-j^2 / (2 sigma^2))``."""
+    with ``c(j) = exp(-j^2 / (2 sigma^2))``.
+    """
     j = torch.arange(taps, dtype=torch.float64) - taps // 2
     ratios = torch.exp(-(2 * j - 1) / (2 * GAUSSIAN_SIGMA**2))
     return ratios.to(device=device, dtype=dtype)
@@ -471,7 +474,7 @@ def _gaussian_chunk(
     pixels = math.prod(size)
     lo, hi = GAUSSIAN_WINDOW[x.dtype]
     taps = [min(hi - lo + 1, n) for n in size]
-    first, weights, total = [], [], None
+    first, weights, weight_sums = [], [], []
     for k, n in enumerate(size):
         shape = [1] * len(size)
         shape[k] = n
@@ -480,8 +483,8 @@ def _gaussian_chunk(
         start, weight = _axis_window(source, n, taps[k])
         first.append(start)
         weights.append(weight)
-        weight_sum = weight @ torch.ones(taps[k], dtype=x.dtype, device=x.device)
-        total = weight_sum if total is None else total * weight_sum
+        weight_sums.append(weight @ torch.ones(taps[k], dtype=x.dtype, device=x.device))
+    total = functools.reduce(torch.mul, weight_sums)  # the product over the axes
     xl = x.movedim(1, -1).contiguous()  # (B, *size, C)
     if len(size) == 1:
         # Bag p: pixels first .. first + T - 1 of its image.

@@ -232,7 +232,8 @@ def available() -> bool:
 @functools.lru_cache(maxsize=1)
 def _executor(threads: int, pid: int) -> ThreadPoolExecutor:
     """A pool per process (``pid``): a forked child (a DataLoader worker) must not inherit a pool
-    whose threads did not survive the fork."""
+    whose threads did not survive the fork.
+    """
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="diffeoprobe-gaussian")
 
 
@@ -281,17 +282,19 @@ def gaussian_remap(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor 
 
     def run(begin: int, end: int, threads: int) -> int:
         """Images ``begin .. end - 1`` (``threads``: OpenMP threads inside the call)."""
-        return kernel(
-            x.data_ptr() + begin * values * item,
-            field.data_ptr() + begin * field_stride * item,
-            field_stride,
-            out.data_ptr() + begin * values * item,
-            end - begin,
-            c,
-            height,
-            width,
-            GAUSSIAN_SIGMA,
-            threads,
+        return int(
+            kernel(
+                x.data_ptr() + begin * values * item,
+                field.data_ptr() + begin * field_stride * item,
+                field_stride,
+                out.data_ptr() + begin * values * item,
+                end - begin,
+                c,
+                height,
+                width,
+                GAUSSIAN_SIGMA,
+                threads,
+            )
         )
 
     if library.diffeoprobe_gaussian_openmp() or threads == 1 or b < threads:

@@ -6,6 +6,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -83,7 +84,7 @@ def pixel_shift(
 
 
 def task_diffeo(
-    diffeo: str, dataset: str, options: Mapping[str, object]
+    diffeo: str, dataset: str, options: Mapping[str, Any]
 ) -> str | Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
     """The ``diffeo`` that :func:`~diffeoprobe.measure.measure` takes for a data set.
 
@@ -118,7 +119,8 @@ def task_diffeo(
 @functools.cache
 def _shift_in_blocks(block: int) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
     """:func:`pixel_shift` with ``block`` in the ``(x, generator)`` form of ``measure`` (cached,
-    so one block size is one function)."""
+    so one block size is one function).
+    """
 
     def shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return pixel_shift(x, block=block, generator=generator)

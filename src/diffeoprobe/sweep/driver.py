@@ -96,18 +96,7 @@ def run_sweep(
         DiffeoProbeError: a bad executor, scheduler, ``workers``, ``threads``, ``retries``,
             ``out`` or ``stage``.
     """
-    from diffeoprobe.validate import check_int
-
-    check_int(retries, "retries", minimum=0)
-    if workers is not None:
-        check_int(workers, "workers", minimum=1)
-    if threads is not None:
-        check_int(threads, "threads", minimum=1)
-    processes.start_method(start_method)  # an unknown one is refused before anything is written
-    if isinstance(executor, str) and executor not in EXECUTORS:
-        raise DiffeoProbeError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if scheduler is not None and executor != "dask":
-        raise DiffeoProbeError("scheduler: an address is only used with executor 'dask'")
+    _check_arguments(executor, scheduler, workers, threads, retries, start_method)
     start = time.perf_counter()
     root, destination = resolve_out(out, stage)
     try:
@@ -119,15 +108,9 @@ def run_sweep(
     complete = {s.id for s in specs if s.id in published or is_complete(run_dir(root, s))}
     result = SweepResult(skipped=[s.id for s in specs if s.id in complete])
     todo = [s for s in specs if s.id not in complete]
-    uses_cuda = any(str(s.train.device).startswith("cuda") for s in todo)
-    starts_workers = executor in ("local", "dask") and scheduler is None  # on this machine
-    gpus = local_gpus() if uses_cuda and starts_workers else ()
-    if uses_cuda and start_method == "fork":
-        start_method = None  # this process may have started CUDA (counting GPUs): no copies of it
-    if workers is None and gpus:
-        workers = len(gpus)
-    if threads is None and executor == "local":
-        threads = max(1, (os.cpu_count() or 1) // (workers or os.cpu_count() or 1))
+    gpus, workers, threads, start_method = _resources(
+        todo, executor, scheduler, workers, threads, start_method
+    )
     journal = _Journal(root / "sweep.log", log)
     journal(
         f"sweep of {len(specs)} runs: {len(result.skipped)} done already, {len(todo)} to run "
@@ -188,6 +171,52 @@ def run_sweep(
     )
     driver.publish_log()
     return result
+
+
+def _resources(
+    todo: Sequence[RunSpec],
+    executor: str | Executor,
+    scheduler: str | None,
+    workers: int | None,
+    threads: int | None,
+    start_method: str | None,
+) -> tuple[tuple[str, ...], int | None, int | None, str | None]:
+    """The GPUs the workers this driver starts share out, and the workers, threads and start
+    method that follow: one worker per GPU for cuda runs, cores / workers threads each (local).
+    """
+    uses_cuda = any(str(s.train.device).startswith("cuda") for s in todo)
+    starts_workers = executor in ("local", "dask") and scheduler is None  # on this machine
+    gpus = local_gpus() if uses_cuda and starts_workers else ()
+    if uses_cuda and start_method == "fork":
+        start_method = None  # this process may have started CUDA (counting GPUs): no copies of it
+    if workers is None and gpus:
+        workers = len(gpus)
+    if threads is None and executor == "local":
+        threads = max(1, (os.cpu_count() or 1) // (workers or os.cpu_count() or 1))
+    return gpus, workers, threads, start_method
+
+
+def _check_arguments(
+    executor: str | Executor,
+    scheduler: str | None,
+    workers: int | None,
+    threads: int | None,
+    retries: int,
+    start_method: str | None,
+) -> None:
+    """:func:`run_sweep`'s arguments, refused before anything is written."""
+    from diffeoprobe.validate import check_int
+
+    check_int(retries, "retries", minimum=0)
+    if workers is not None:
+        check_int(workers, "workers", minimum=1)
+    if threads is not None:
+        check_int(threads, "threads", minimum=1)
+    processes.start_method(start_method)
+    if isinstance(executor, str) and executor not in EXECUTORS:
+        raise DiffeoProbeError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if scheduler is not None and executor != "dask":
+        raise DiffeoProbeError("scheduler: an address is only used with executor 'dask'")
 
 
 @dataclass
@@ -254,7 +283,8 @@ class _Driver:
         self, spec: RunSpec, wait_for_lock: bool, exc: Exception, charged: bool, deaths: int
     ) -> None:
         """The run's worker died (see :class:`WorkerDeaths`): tried again first, or recorded as
-        failed once ``deaths`` charged to it reach MAX_LOST."""
+        failed once ``deaths`` charged to it reach MAX_LOST.
+        """
         if not charged or deaths < MAX_LOST:
             self.queue.appendleft((spec, wait_for_lock))
             return
@@ -292,7 +322,8 @@ class WorkerDeaths:
 
     def charge(self, run: str, pid: int | None, generation: int) -> bool:
         """Whether the death of ``run``'s worker (``pid``, from its lock file) counts against it;
-        counted when it does."""
+        counted when it does.
+        """
         culprits = self.culprits.get(generation)
         charged = culprits is None or pid in culprits
         if charged:
@@ -302,7 +333,8 @@ class WorkerDeaths:
 
     def accounted(self, generation: int, *, pending: bool) -> None:
         """After a lost run of ``generation``: once no run of that broken pool is ``pending``,
-        count the break as idle if it charged no run; raise after ``MAX_LOST`` in a row."""
+        count the break as idle if it charged no run; raise after ``MAX_LOST`` in a row.
+        """
         if generation not in self.culprits or pending:
             return
         self.idle_breaks = 0 if self.charged.get(generation) else self.idle_breaks + 1

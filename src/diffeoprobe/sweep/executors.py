@@ -48,9 +48,11 @@ class Backend:
         self.executor, self._capacity = executor, capacity
 
     def capacity(self) -> float:
+        """How many runs may be in flight at once (``inf``: the scheduler queues them)."""
         return self._capacity
 
     def running(self, in_flight: int) -> int:
+        """How many of the ``in_flight`` runs are executing now (for the progress bar)."""
         return int(min(in_flight, self._capacity))
 
     def describe(self) -> str:
@@ -58,6 +60,7 @@ class Backend:
         return type(self.executor).__name__
 
     def broken(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the executor itself broke (a worker died), not the run."""
         return False
 
     def recover(self) -> set[int] | None:
@@ -105,7 +108,8 @@ class _LocalPool(Backend):
 
     def recover(self) -> set[int] | None:
         """A new pool. The broken one SIGTERMs its other workers, so the workers that died of
-        anything else (SIGKILL, the OOM killer, a crash) are the ones that broke it."""
+        anything else (SIGKILL, the OOM killer, a crash) are the ones that broke it.
+        """
         workers = dict(getattr(self.executor, "_processes", None) or {})
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.executor = self._make()
@@ -161,8 +165,12 @@ def open_executor(
         kind: ``"local"`` (a process pool of ``workers``), ``"dask"`` (the cluster at ``scheduler``,
             or a ``distributed.LocalCluster`` of ``workers`` processes on 127.0.0.1 when
             ``scheduler`` is None), ``"serial"`` (in this process), or any
-            :class:`concurrent.futures.Executor` (used as given; ``capacity`` runs in flight).
-        start_method: how the local pool starts its workers (see :func:`run_sweep`).
+            :class:`concurrent.futures.Executor` (used as given).
+        workers: processes of the local pool or of the LocalCluster (default: one per core).
+        scheduler: a Dask scheduler address (``tcp://host:8786``), only with ``"dask"``.
+        capacity: runs in flight at once on an executor passed as ``kind`` (default: no limit).
+        start_method: how the local pool starts its workers (see
+            :func:`~diffeoprobe.sweep.driver.run_sweep`).
     """
     if isinstance(kind, Executor):
         with _closing(Backend(kind, capacity or math.inf)) as backend:

@@ -15,7 +15,7 @@ import json
 import math
 import re
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,49 +140,9 @@ def _walk(
         raise DiffeoProbeError(
             f"{at('').rstrip(': .')}: a grid is a mapping with keys {', '.join(GRID_KEYS)}, got {node!r}"
         )
-    for key in node:
-        if key not in GRID_KEYS:
-            if _is_field(TrainConfig, key) or _is_field(MeasureConfig, key):
-                section = "train" if _is_field(TrainConfig, key) else "measure"
-                hint = f"; settings go under '{section}:' (or vary them under 'axes:')"
-            else:
-                close = difflib.get_close_matches(str(key), GRID_KEYS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise DiffeoProbeError(
-                f"{at(str(key))}: unknown key{hint}; a grid takes {', '.join(GRID_KEYS)}"
-            )
-    fixed, axes = dict(fixed), dict(axes)
-    for section in SECTIONS:
-        values = node.get(section) or {}
-        if not isinstance(values, dict):
-            raise DiffeoProbeError(f"{at(section)}: expected a mapping of settings, got {values!r}")
-        for key, value in values.items():
-            path = _resolve(f"{section}.{key}", at(f"{section}.{key}"), explicit=True)
-            for leaf, leaf_value in _assignments(path, value, at(f"{section}.{key}")):
-                fixed[leaf] = leaf_value
-                for axis in [a for a in axes if a == leaf or leaf.startswith(a + ".")]:
-                    del axes[axis]  # a deeper fixed value replaces an inherited axis
-    node_axes = node.get("axes") or {}
-    if not isinstance(node_axes, dict):
-        raise DiffeoProbeError(
-            f"{at('axes')}: expected a mapping of KEY: [values], got {node_axes!r}"
-        )
-    seen: dict[str, str] = {}
-    for key, values in node_axes.items():
-        where = at(f"axes.{key}")
-        path = _resolve(str(key), where)
-        if path in seen:
-            raise DiffeoProbeError(f"{where}: the same setting as axes.{seen[path]}")
-        seen[path] = str(key)
-        if not isinstance(values, list) or not values:
-            raise DiffeoProbeError(
-                f"{where}: an axis takes a non-empty list of values, got {values!r} (a single value goes under train: or measure:)"
-            )
-        for index, value in enumerate(values):
-            list(_assignments(path, value, f"{where}[{index}]"))  # checks each value in place
-        for inherited in [a for a in axes if a.startswith(path + ".") or path.startswith(a + ".")]:
-            del axes[inherited]
-        axes[path] = (where, values)
+    _check_grid_keys(node, at)
+    fixed, axes = _fixed_values(node, at, fixed, axes)
+    axes = _node_axes(node, at, axes)
     grids = node.get("grids")
     if grids is None:
         leaves.append((at("").rstrip(": .") if prefix else source, name, fixed, axes))
@@ -203,6 +163,76 @@ def _walk(
             axes,
             leaves,
         )
+
+
+def _check_grid_keys(node: dict, at: Callable[[str], str]) -> None:
+    """Refuse a key a grid does not take, pointing a setting to its section."""
+    for key in node:
+        if key in GRID_KEYS:
+            continue
+        if _is_field(TrainConfig, key) or _is_field(MeasureConfig, key):
+            section = "train" if _is_field(TrainConfig, key) else "measure"
+            hint = f"; settings go under '{section}:' (or vary them under 'axes:')"
+        else:
+            close = difflib.get_close_matches(str(key), GRID_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DiffeoProbeError(
+            f"{at(str(key))}: unknown key{hint}; a grid takes {', '.join(GRID_KEYS)}"
+        )
+
+
+def _fixed_values(
+    node: dict,
+    at: Callable[[str], str],
+    fixed: dict[str, Any],
+    axes: dict[str, tuple[str, list]],
+) -> tuple[dict[str, Any], dict[str, tuple[str, list]]]:
+    """The inherited fixed values and axes with this node's ``train:`` and ``measure:`` values
+    applied (a deeper fixed value replaces an inherited axis on the same path).
+    """
+    fixed, axes = dict(fixed), dict(axes)
+    for section in SECTIONS:
+        values = node.get(section) or {}
+        if not isinstance(values, dict):
+            raise DiffeoProbeError(f"{at(section)}: expected a mapping of settings, got {values!r}")
+        for key, value in values.items():
+            path = _resolve(f"{section}.{key}", at(f"{section}.{key}"), explicit=True)
+            for leaf, leaf_value in _assignments(path, value, at(f"{section}.{key}")):
+                fixed[leaf] = leaf_value
+                for axis in [a for a in axes if a == leaf or leaf.startswith(a + ".")]:
+                    del axes[axis]
+    return fixed, axes
+
+
+def _node_axes(
+    node: dict, at: Callable[[str], str], axes: dict[str, tuple[str, list]]
+) -> dict[str, tuple[str, list]]:
+    """The inherited axes with this node's ``axes:`` added (each value checked in place; an axis
+    replaces an inherited one on the same or an enclosing path).
+    """
+    node_axes = node.get("axes") or {}
+    if not isinstance(node_axes, dict):
+        raise DiffeoProbeError(
+            f"{at('axes')}: expected a mapping of KEY: [values], got {node_axes!r}"
+        )
+    axes = dict(axes)
+    seen: dict[str, str] = {}
+    for key, values in node_axes.items():
+        where = at(f"axes.{key}")
+        path = _resolve(str(key), where)
+        if path in seen:
+            raise DiffeoProbeError(f"{where}: the same setting as axes.{seen[path]}")
+        seen[path] = str(key)
+        if not isinstance(values, list) or not values:
+            raise DiffeoProbeError(
+                f"{where}: an axis takes a non-empty list of values, got {values!r} (a single value goes under train: or measure:)"
+            )
+        for index, value in enumerate(values):
+            list(_assignments(path, value, f"{where}[{index}]"))  # checks each value in place
+        for inherited in [a for a in axes if a.startswith(path + ".") or path.startswith(a + ".")]:
+            del axes[inherited]
+        axes[path] = (where, values)
+    return axes
 
 
 def _is_field(cls: type, name: object) -> bool:
@@ -244,7 +274,8 @@ def _resolve(key: str, where: str, *, explicit: bool = False) -> str:
 
 def _assignments(path: str, value: object, where: str) -> Iterator[tuple[str, object]]:
     """The leaf paths a value sets (a mapping given to an options field sets one path per key),
-    each value checked against the field's type and range."""
+    each value checked against the field's type and range.
+    """
     section, name, *key = path.split(".")
     cls = SECTIONS[section]
     if key:
@@ -308,6 +339,7 @@ def _check_run(config: TrainConfig, where: str) -> None:
 
 
 def describe(labels: dict[str, Any]) -> str:
+    """``{"seed": 0, "lr": 0.1}`` -> ``"seed=0, lr=0.1"`` (a run's axis values, for messages)."""
     return ", ".join(f"{k}={v}" for k, v in labels.items())
 
 

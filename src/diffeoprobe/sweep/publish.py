@@ -34,7 +34,8 @@ def is_url(out: str | Path) -> bool:
 def default_stage(url: str) -> Path:
     """Where runs for ``url`` are trained when no stage is given: a directory of this user's
     cache named after the URL (``$XDG_CACHE_HOME`` or ``~/.cache``, ``diffeoprobe/stage/<hash>``).
-    Workers on other machines need a shared stage (``--stage``)."""
+    Workers on other machines need a shared stage (``--stage``).
+    """
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "diffeoprobe" / "stage" / hashlib.sha256(url.encode()).hexdigest()[:16]
 

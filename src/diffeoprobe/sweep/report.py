@@ -31,7 +31,8 @@ def final_checkpoint(table: pd.DataFrame) -> pd.DataFrame:
 
 def layers_by_group(table: pd.DataFrame, by: str | None) -> Figure:
     """D_k, G_k, R_k versus relative depth at the last checkpoint: mean over the runs of each
-    ``by`` group (seeds), bars = standard error across runs (one run: its own error)."""
+    ``by`` group (seeds), bars = standard error across runs (one run: its own error).
+    """
     final = final_checkpoint(table)
     groups = [(None, final)] if by is None else list(final.groupby(by, sort=True))
     colours = plt.cm.viridis(np.linspace(0.0, 0.9, max(len(groups), 1)))
@@ -62,7 +63,8 @@ def layers_by_group(table: pd.DataFrame, by: str | None) -> Figure:
 
 def output_versus(table: pd.DataFrame, axis: str, by: str | None) -> Figure:
     """D, G, R at the output layer (last checkpoint) versus a numeric setting, one line per ``by``
-    group, mean and standard error over the runs (seeds) at each value (the papers' Fig. 1)."""
+    group, mean and standard error over the runs (seeds) at each value (the papers' Fig. 1).
+    """
     final = final_checkpoint(table)
     final = final[final["layer"] == "output"]
     groups = [(None, final)] if by is None else list(final.groupby(by, sort=True))

@@ -65,7 +65,8 @@ class _Files:
 
     def run_dirs(self) -> list[str]:
         """Directories with a ``config.json`` (written by ``train()`` once the run is checked)
-        or a ``run.json`` (the sweep's record: a run that failed before training started)."""
+        or a ``run.json`` (the sweep's record: a run that failed before training started).
+        """
         found: list[str] = []
         for name in ("config.json", "run.json"):
             if self.remote:

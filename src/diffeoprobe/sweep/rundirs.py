@@ -64,7 +64,8 @@ def run_status(directory: Path) -> str:
 
 def check_out(out: str | Path) -> Path:
     """``out`` as a Path, refused when it is a URL or an existing file (a sweep needs a directory
-    on a local or shared file system: locks, renames)."""
+    on a local or shared file system: locks, renames).
+    """
     if "://" in str(out):
         raise DiffeoProbeError(
             f"out: {str(out)!r}: a sweep runs on a local or shared file system, not a URL "

@@ -106,7 +106,7 @@ def _train_locked(
         started=now(),
         threads=torch.get_num_threads(),
         cuda_visible_devices=visible,
-        resumed_from=(runs.completed_checkpoints(directory) or [None])[-1],
+        resumed_from=next(reversed(runs.completed_checkpoints(directory)), None),
     )
     record["attempts"].append(attempt)
     record["status"] = "running"
@@ -177,4 +177,5 @@ def _total(record: dict[str, Any]) -> float:
 
 
 def now() -> str:
+    """The local time with its offset, as the run records and the journal write it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
