@@ -105,3 +105,15 @@ def test_public_entry_points_are_reachable_from_the_package() -> None:
         "assert dp.TrainConfig().model == 'simplecnn' and callable(dp.sweep.run_sweep)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+def test_no_module_shares_its_name_with_a_public_function() -> None:
+    """``dp.measure`` and ``dp.train`` are functions: no submodule may be called like them."""
+    import pkgutil
+
+    import diffeoprobe
+
+    modules = {m.name for m in pkgutil.iter_modules(diffeoprobe.__path__)}
+    functions = {name for name, (_, attribute) in diffeoprobe._LAZY.items() if attribute}
+    assert not modules & functions, modules & functions
+    assert {"measurement", "training"} <= modules

@@ -17,7 +17,7 @@ from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.experiments import FIGURES, PRESETS, figure_specs, reproduce
 from diffeoprobe.experiments.common import run_id
 from diffeoprobe.experiments.driver import CLAIM_COLUMNS
-from diffeoprobe.experiments.error_vs_r import fit_power
+from diffeoprobe.experiments.figures.error_vs_r import fit_power
 from diffeoprobe.experiments.spec import spearman
 
 

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from diffeoprobe.report import render_report, write_report  # noqa: E402
+from diffeoprobe.experiments.report import render_report, write_report  # noqa: E402
 
 CHROMIUM = next(
     (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from diffeoprobe.measure.stats import SensitivitySums
+from diffeoprobe.measurement.stats import SensitivitySums
 
 
 def direct(a: torch.Tensor, d: torch.Tensor, g: torch.Tensor) -> dict[str, float]:

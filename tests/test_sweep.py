@@ -400,12 +400,18 @@ def test_sigkill_of_a_worker_loses_nothing(executor: str, reference, tmp_path: P
     pd.testing.assert_frame_equal(tables(tmp_path), expected, check_exact=True)
 
 
-def worker_killer(in_channels: int, num_classes: int, **options: object) -> None:
+def worker_killer(in_channels: int, num_classes: int, sweep: str = "", **options: object) -> None:
     """A model factory that SIGKILLs its process: a run that takes its worker down every time.
 
-    It waits half a second first, so that the other worker is training a run when the pool breaks
-    (at once, the race with the other worker's start-up decided whether any run was beside it)."""
-    time.sleep(0.5)
+    With ``sweep`` (the sweep directory) it first waits, up to 10 s, until another run of the
+    sweep is training (its lock held by the other worker), so that the pool breaks under a
+    neighbour: waiting a fixed time raced with how fast the neighbours finish."""
+    deadline = time.monotonic() + 10
+    while sweep and time.monotonic() < deadline:
+        others = [RunLock(p) for p in Path(sweep, "runs").glob("*/.lock")]
+        if any(not lock.held_here() and lock.held_elsewhere() for lock in others):
+            break
+        time.sleep(0.005)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -417,8 +423,15 @@ def test_a_run_that_kills_its_worker_fails_alone(
 
     monkeypatch.setattr(driver, "MAX_LOST", 1)  # one death fails a run: a wrong charge would show
     grid = tiny_grid(seeds=2)
-    grid["train"]["epochs"] = 20  # a second or two: the killer dies while one of these trains
-    killer = {"train": {"model": f"{__name__}:worker_killer", "lr": 0.01}, "axes": {"seed": [0]}}
+    grid["train"]["epochs"] = 100  # about a second each: the killer dies while one of these trains
+    killer = {
+        "train": {
+            "model": f"{__name__}:worker_killer",
+            "model_options": {"sweep": str(tmp_path)},
+            "lr": 0.01,
+        },
+        "axes": {"seed": [0]},
+    }
     grid["grids"] = {"killer": killer, "fine": {}}  # the killer first: it breaks the pool at once
     specs = expand_grid(grid)
     bad = next(s for s in specs if s.grid == "killer")
@@ -586,7 +599,7 @@ def test_the_command_line_starts_without_torch() -> None:
     code = (
         "import sys, diffeoprobe, diffeoprobe.cli\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
-        "import diffeoprobe.measure.core\n"
+        "import diffeoprobe.measurement.core\n"
         "assert callable(diffeoprobe.measure) and diffeoprobe.measure.__name__ == 'measure'\n"
         "assert 'deform' in dir(diffeoprobe)\n"
     )

@@ -10,8 +10,6 @@ True
 
 __version__ = "0.1.0"
 
-import sys
-import types
 from typing import TYPE_CHECKING
 
 from diffeoprobe.errors import DiffeoProbeError
@@ -21,7 +19,7 @@ from diffeoprobe.errors import DiffeoProbeError
 # processes first, see diffeoprobe.processes). name -> (module, attribute; None: the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     # the measurement and its perturbations
-    "measure": ("diffeoprobe.measure", "measure"),
+    "measure": ("diffeoprobe.measurement", "measure"),
     "deform": ("diffeoprobe.perturb", "deform"),
     "matched_noise": ("diffeoprobe.perturb", "matched_noise"),
     "pixel_shift": ("diffeoprobe.perturb", "pixel_shift"),
@@ -50,7 +48,7 @@ if TYPE_CHECKING:
     from diffeoprobe.config import MeasureConfig, TrainConfig
     from diffeoprobe.ensemble import train_together
     from diffeoprobe.experiments import reproduce
-    from diffeoprobe.measure import measure
+    from diffeoprobe.measurement import measure
     from diffeoprobe.perturb import (
         deform,
         matched_noise,
@@ -62,20 +60,6 @@ if TYPE_CHECKING:
         typical_displacement,
     )
     from diffeoprobe.training import train
-
-
-class _Package(types.ModuleType):
-    """The package's module type: ``diffeoprobe.measure`` stays the function when the import
-    system binds the subpackage of the same name (as the eager ``from ... import`` did).
-    """
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _LAZY and _LAZY[name][1] is not None and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> object:

@@ -1,5 +1,9 @@
 """The one exception type for user errors."""
 
+__all__ = [
+    "DiffeoProbeError",
+]
+
 
 class DiffeoProbeError(ValueError):
     """A user error: bad input, a missing file, an unknown name.

@@ -1,4 +1,7 @@
-"""Figures (matplotlib, headless). Functions return a Figure; callers write it with :func:`save_figure`."""
+"""Figures (matplotlib, headless) and their shared look. Functions return a Figure; callers write
+it with :func:`save_figure`. One style for init, trained and theory curves (the papers' figures in
+:mod:`diffeoprobe.experiments.figures` and a sweep's report use the same).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,38 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from diffeoprobe.atomic import atomic_write_bytes  # noqa: E402
 from diffeoprobe.perturb import deform, temperature_range, typical_displacement  # noqa: E402
+
+__all__ = [
+    "COLOURS",
+    "INIT_STYLE",
+    "LABELS",
+    "QUANTITIES",
+    "THEORY_STYLE",
+    "TRAINED_STYLE",
+    "deform_grid",
+    "empty",
+    "error_versus_r",
+    "grid",
+    "layer_curves",
+    "save_figure",
+    "title",
+]
+
+QUANTITIES = ("D", "G", "R")
+LABELS = {
+    "D": "D_k  (diffeo)",
+    "G": "G_k  (noise)",
+    "R": "R_k = D_k / G_k",
+}
+INIT_STYLE = dict(color="0.55", ls="--", marker="o", ms=3, lw=1, capsize=2)
+TRAINED_STYLE = dict(color="C0", ls="-", marker="o", ms=4, lw=1.5, capsize=2)
+THEORY_STYLE = dict(color="k", ls=":", marker="", lw=1.5)
+COLOURS = [f"C{i}" for i in range(10)]
 
 
 def deform_grid(
@@ -64,9 +95,6 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     fig.savefig(buffer, format=path.suffix.lstrip(".").lower(), dpi=dpi)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-QUANTITIES = ("D", "G", "R")
 
 
 def layer_curves(table, *, title: str = "", x: str = "rel_depth") -> Figure:
@@ -119,3 +147,29 @@ def error_versus_r(table) -> Figure:
     ax.set_ylabel("test error")
     fig.tight_layout()
     return fig
+
+
+def grid(
+    rows: int, cols: int, *, width: float = 3.6, height: float = 2.8
+) -> tuple[Figure, np.ndarray]:
+    """A figure of ``rows x cols`` axes, always a 2D array of axes."""
+    fig, axes = plt.subplots(
+        max(rows, 1), cols, figsize=(width * cols, height * max(rows, 1) + 0.6), squeeze=False
+    )
+    return fig, axes
+
+
+def title(ax: Axes, quantity: str, row_label: str | None = None) -> None:
+    """The quantity as the axes title; the row's label as the y label of the first column."""
+    ax.set_title(LABELS.get(quantity, quantity), fontsize=9)
+    if row_label:
+        ax.set_ylabel(row_label, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.25, which="major")
+
+
+def empty(ax: Axes, text: str) -> None:
+    """An axes that only says why it is empty."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.measure import measure
-from diffeoprobe.measure.core import MeasureOptions, ProbeData
+from diffeoprobe.measurement import measure
+from diffeoprobe.measurement.core import MeasureOptions, ProbeData
 from diffeoprobe.validate import check_int, check_size
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def filter_spectrum(model: nn.Module, *, group_degenerate: bool = False) -> pd.D
 
     Returns:
         One row per (convolution, mode), columns ``layer`` (the module path, as in
-        :func:`~diffeoprobe.measure.measure` tables), ``conv_index`` (0-based among the
+        :func:`~diffeoprobe.measurement.measure` tables), ``conv_index`` (0-based among the
         convolutions), ``rel_depth`` (``(conv_index + 1) / number of convolutions``: the last is
         1), ``module_index`` (position among the model's leaf modules, registration order),
         ``kernel`` (e.g. ``"3x3"``), ``filters`` (out x in/groups), ``mode``, ``eigenvalue``,
@@ -336,12 +336,12 @@ def shuffled_sensitivities(
 
     Args:
         model: a module with at least one of :data:`CONVOLUTIONS`.
-        data: probe images as for :func:`~diffeoprobe.measure.measure`; read ``1 + permutations``
+        data: probe images as for :func:`~diffeoprobe.measurement.measure`; read ``1 + permutations``
             times, so a tensor, a Dataset or a DataLoader, not a one-shot iterator.
         permutations: shuffled copies to average, >= 1.
         seed: seeds the probe draws of every measurement and the permutations.
         per_filter: passed to :func:`channel_shuffle`.
-        **measure_options: passed to :func:`~diffeoprobe.measure.measure` (``delta``,
+        **measure_options: passed to :func:`~diffeoprobe.measurement.measure` (``delta``,
             ``probe_size``, ``layers``, ``channel_mean``, ``device``, ...).
 
     Returns:
@@ -429,7 +429,7 @@ def pooling_shares(
     ``ln R_in, ln R_k, ln R_k^shuf``; it is large where the stability is close to 0.
 
     Args:
-        original: a :func:`~diffeoprobe.measure.measure` table of the trained model, with an
+        original: a :func:`~diffeoprobe.measurement.measure` table of the trained model, with an
             ``input`` row, or a :func:`shuffled_sensitivities` table (then ``shuffled`` is None
             and both are read from its ``variant`` column).
         shuffled: the same measurement of the shuffled model (e.g. the ``shuffled`` rows of

@@ -14,6 +14,13 @@ import threading
 
 from diffeoprobe.errors import DiffeoProbeError
 
+__all__ = [
+    "PRELOAD",
+    "START_METHODS",
+    "start_forkserver",
+    "start_method",
+]
+
 START_METHODS = ("fork", "forkserver", "spawn")
 # what a worker needs before its first run: torch._dynamo is what the first optimizer imports
 # lazily (~2 s), pyarrow what the first table write does
@@ -22,7 +29,7 @@ PRELOAD = (
     "diffeoprobe.training",
     "diffeoprobe.data",
     "diffeoprobe.models",
-    "diffeoprobe.measure",
+    "diffeoprobe.measurement",
     "torch._dynamo",
     "pyarrow.parquet",
 )

@@ -23,6 +23,24 @@ from torch import nn
 from diffeoprobe.atomic import atomic_write_bytes
 from diffeoprobe.errors import DiffeoProbeError
 
+__all__ = [
+    "LOCK_NAME",
+    "TABLE_FORMATS",
+    "RunLock",
+    "check_table_path",
+    "checkpoint_path",
+    "completed_checkpoints",
+    "load_training_state",
+    "load_weights",
+    "read_json",
+    "read_table",
+    "save_training_state",
+    "save_weights",
+    "versions",
+    "write_json",
+    "write_table",
+]
+
 TABLE_FORMATS = (".parquet", ".csv")
 LOCK_NAME = ".lock"  # a run directory's lock file (see RunLock)
 

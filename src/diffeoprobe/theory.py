@@ -31,8 +31,8 @@ from torch import nn
 
 from diffeoprobe.config import NOISES
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.measure import measure
-from diffeoprobe.measure.core import Diffeo, Noise
+from diffeoprobe.measurement import measure
+from diffeoprobe.measurement.core import Diffeo, Noise
 from diffeoprobe.models.simple_cnn import ACTIVATIONS
 from diffeoprobe.perturb import matched_noise
 from diffeoprobe.validate import check_choice, check_int, check_positive

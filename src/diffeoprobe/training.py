@@ -28,6 +28,16 @@ from diffeoprobe.config import MeasureConfig, TrainConfig, measure_arguments, to
 from diffeoprobe.data.tensors import head, labels, size, take
 from diffeoprobe.errors import DiffeoProbeError
 
+__all__ = [
+    "EVAL_BATCH",
+    "TRAIN_EVAL_MAX",
+    "RunSummary",
+    "TrainingDiverged",
+    "check_config",
+    "checkpoint_steps",
+    "train",
+]
+
 EVAL_BATCH = 1024  # images per forward pass when evaluating errors
 TRAIN_EVAL_MAX = 10_000  # training error is measured on at most this many training points
 
@@ -517,7 +527,7 @@ def _measure_table(
     measure: MeasureConfig,
     metrics: dict,
 ) -> pd.DataFrame:
-    from diffeoprobe.measure import measure as run_measure
+    from diffeoprobe.measurement import measure as run_measure
 
     if probe is None:
         raise ValueError("a measured run needs its probe images")

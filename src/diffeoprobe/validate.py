@@ -14,6 +14,17 @@ import torch
 
 from diffeoprobe.errors import DiffeoProbeError
 
+__all__ = [
+    "MAX_TEMPERATURE",
+    "check_choice",
+    "check_cut",
+    "check_int",
+    "check_positive",
+    "check_signal",
+    "check_size",
+    "check_temperature",
+]
+
 MAX_TEMPERATURE = 1e6
 """The largest temperature accepted anywhere (``0 <= T <= MAX_TEMPERATURE``).
 

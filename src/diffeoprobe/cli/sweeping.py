@@ -19,6 +19,10 @@ from rich.table import Table
 from diffeoprobe.cli.options import console
 from diffeoprobe.errors import DiffeoProbeError
 
+__all__ = [
+    "register",
+]
+
 COMMANDS = ("sweep", "results", "report")
 SHOWN_ROWS = 20  # rows `results` prints when it writes no file
 

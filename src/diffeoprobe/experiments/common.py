@@ -285,7 +285,7 @@ class Context:
         """``measure`` of the run's model at ``step`` (or of ``model``) on its probe images, with
         the run's settings and seed, the data set's proper diffeo, and ``overrides``.
         """
-        from diffeoprobe.measure import measure
+        from diffeoprobe.measurement import measure
 
         net = self.model(run, step) if model is None else model
         table = measure(
@@ -305,7 +305,7 @@ class Context:
         were trained come from their init checkpoint (``table``); the others are fresh nets built
         and measured with that seed, as ``train()`` would have.
         """
-        from diffeoprobe.measure import measure
+        from diffeoprobe.measurement import measure
 
         seeds = [s for s in range(count) if s != run.config.seed]
         first = self.table(run)

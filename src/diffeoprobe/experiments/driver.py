@@ -34,7 +34,8 @@ import pandas as pd
 
 from diffeoprobe import runs as files
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.experiments import (
+from diffeoprobe.experiments.common import Context, MissingRuns, availability, run_id
+from diffeoprobe.experiments.figures import (
     error_vs_r,
     idealised,
     noisy_training,
@@ -42,7 +43,6 @@ from diffeoprobe.experiments import (
     relu_tanh,
     scale_detection,
 )
-from diffeoprobe.experiments.common import Context, MissingRuns, availability, run_id
 from diffeoprobe.experiments.presets import Preset, get_preset
 from diffeoprobe.experiments.spec import FigureSpec, Run, Verdict, status_of
 
@@ -232,7 +232,7 @@ def reproduce(
         verdict["status"] = status_of(verdict["holds"])
         claims = pd.concat([claims, pd.DataFrame([verdict])], ignore_index=True)
     _write_outputs(root, results, claims, summary)
-    from diffeoprobe.report import write_report
+    from diffeoprobe.experiments.report import write_report
 
     report = write_report(root / "report.html", root, summary, specs, results, claims)
     log(f"report: {report}")

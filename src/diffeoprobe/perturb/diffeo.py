@@ -40,6 +40,17 @@ from diffeoprobe.validate import (
     check_temperature,
 )
 
+__all__ = [
+    "GAUSSIAN_SIGMA",
+    "GAUSSIAN_WINDOW",
+    "deform",
+    "remap",
+    "sample_displacement",
+    "temperature_for",
+    "temperature_range",
+    "typical_displacement",
+]
+
 # Width of the Gaussian interpolation kernel in pixels: the published reference's value
 # (docs/science.md section 2, "sigma about 0.47 pixel").
 GAUSSIAN_SIGMA = 0.4715

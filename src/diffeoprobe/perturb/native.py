@@ -39,6 +39,13 @@ import torch
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.perturb.diffeo import GAUSSIAN_SIGMA, GAUSSIAN_WINDOW
 
+__all__ = [
+    "available",
+    "cache_dir",
+    "gaussian_remap",
+    "status",
+]
+
 _HERE = Path(__file__).parent
 _SOURCES = ("gaussian_remap.c", "gaussian_remap.h")
 # Compiled with -ffast-math (vectorised expf from libmvec); linked *without* it, so that the

@@ -7,6 +7,10 @@ import torch
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.validate import check_signal
 
+__all__ = [
+    "matched_noise",
+]
+
 
 def matched_noise(
     x: torch.Tensor,

@@ -12,6 +12,11 @@ import torch
 
 from diffeoprobe.validate import check_int, check_signal
 
+__all__ = [
+    "pixel_shift",
+    "task_diffeo",
+]
+
 
 def pixel_shift(
     x: torch.Tensor,
@@ -86,7 +91,7 @@ def pixel_shift(
 def task_diffeo(
     diffeo: str, dataset: str, options: Mapping[str, Any]
 ) -> str | Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    """The ``diffeo`` that :func:`~diffeoprobe.measure.measure` takes for a data set.
+    """The ``diffeo`` that :func:`~diffeoprobe.measurement.measure` takes for a data set.
 
     ``"auto"`` becomes the task's own pixel shift on ``scale-detection`` (for Task 2 kept inside
     the blocks of side ``xi``, so that no label changes; docs/science.md section 6) and

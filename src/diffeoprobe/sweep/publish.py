@@ -22,6 +22,14 @@ from typing import Any
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.sweep import RUNS_DIR
 
+__all__ = [
+    "LAST",
+    "SKIPPED",
+    "Destination",
+    "default_stage",
+    "is_url",
+]
+
 LAST = ("done.json", "run.json")  # written last, in this order: run.json marks a published run
 SKIPPED = (".lock",)  # the lock belongs to the stage
 

@@ -20,6 +20,15 @@ from diffeoprobe.atomic import atomic_write_bytes
 from diffeoprobe.plots import QUANTITIES, error_versus_r, layer_curves, plt, save_figure
 from diffeoprobe.sweep.results import varying_settings
 
+__all__ = [
+    "PER_RUN_LIMIT",
+    "final_checkpoint",
+    "layers_by_group",
+    "output_versus",
+    "sweep_figures",
+    "write_sweep_report",
+]
+
 PER_RUN_LIMIT = 12  # per-run layer figures are drawn for sweeps of at most this many runs
 
 

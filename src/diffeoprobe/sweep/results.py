@@ -34,6 +34,18 @@ from diffeoprobe import runs
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.sweep import RUNS_DIR
 
+__all__ = [
+    "NOT_SETTINGS",
+    "ORDER",
+    "RUN_COLUMNS",
+    "connect",
+    "export",
+    "flatten_config",
+    "query",
+    "run_table",
+    "varying_settings",
+]
+
 if TYPE_CHECKING:
     import duckdb
 

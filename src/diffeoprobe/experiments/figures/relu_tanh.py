@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from diffeoprobe.experiments import plotting
+from diffeoprobe import plots
 from diffeoprobe.experiments.common import (
     INIT,
     TRAINED,
@@ -25,6 +25,17 @@ from diffeoprobe.experiments.common import (
 )
 from diffeoprobe.experiments.presets import Preset
 from diffeoprobe.experiments.spec import Claim, FigureSpec, Preconditions, Verdict
+
+__all__ = [
+    "ACTIVATIONS",
+    "COLOURS",
+    "IDEAL_VALUES",
+    "NAME",
+    "build",
+    "plot",
+    "spec",
+    "summary",
+]
 
 NAME = "relu-tanh"
 ACTIVATIONS = ("relu", "tanh")
@@ -125,11 +136,11 @@ def _tanh_below_relu(table: pd.DataFrame) -> list[Verdict]:
 def plot(table: pd.DataFrame) -> Figure:
     """Rows: tasks; columns: trained D, G, R (ReLU red, tanh blue) and the idealised nets' G."""
     tasks = sorted(table["task"].dropna().unique())
-    fig, axes = plotting.grid(len(tasks), 4, width=3.3)
+    fig, axes = plots.grid(len(tasks), 4, width=3.3)
     ideal = table[table["state"] == "theory"]
     for row, task in enumerate(tasks):
         mean = _curves(table, task)
-        for col, q in enumerate(plotting.QUANTITIES):
+        for col, q in enumerate(plots.QUANTITIES):
             ax = axes[row, col]
             for activation in ACTIVATIONS:
                 for state, ls in ((INIT, "--"), (TRAINED, "-")):
@@ -148,7 +159,7 @@ def plot(table: pd.DataFrame) -> Figure:
                         label=f"{activation}, {state}",
                     )
             ax.set_yscale("log")
-            plotting.title(ax, q, f"task {int(task)}" if col == 0 else None)
+            plots.title(ax, q, f"task {int(task)}" if col == 0 else None)
             ax.set_xlabel("layer k (last: output)")
         ax = axes[row, 3]
         for activation in ACTIVATIONS:
@@ -167,7 +178,7 @@ def plot(table: pd.DataFrame) -> Figure:
                     label=f"{activation}, a = {value:g}",
                 )
         ax.set_yscale("log")
-        plotting.title(ax, "idealised net: G_k")
+        plots.title(ax, "idealised net: G_k")
         ax.set_xlabel("layer k")
         if row == 0:
             axes[row, 0].legend(fontsize=7, loc="lower left")

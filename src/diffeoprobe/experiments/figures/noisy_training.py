@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from diffeoprobe.experiments import plotting
+from diffeoprobe import plots
 from diffeoprobe.experiments.common import (
     INIT,
     TRAINED,
@@ -38,6 +38,14 @@ from diffeoprobe.experiments.spec import (
     Verdict,
     depth_trend,
 )
+
+__all__ = [
+    "NAME",
+    "build",
+    "plot",
+    "spec",
+    "summary",
+]
 
 NAME = "noisy-training"
 
@@ -215,31 +223,31 @@ def plot(table: pd.DataFrame) -> Figure:
     nets = list(dict.fromkeys(mean["net"]))
     norms = sorted(mean["noise_norm"].unique())
     colours = plt.cm.plasma(np.linspace(0.0, 0.85, len(norms)))
-    fig, axes = plotting.grid(len(nets), 4, width=3.3)
+    fig, axes = plots.grid(len(nets), 4, width=3.3)
     for row, net in enumerate(nets):
         part = mean[mean["net"] == net]
-        for col, q in enumerate(plotting.QUANTITIES):
+        for col, q in enumerate(plots.QUANTITIES):
             ax = axes[row, col]
             clean_init = part[(part["noise_norm"] == norms[0]) & (part["state"] == INIT)]
-            style = {k: v for k, v in plotting.INIT_STYLE.items() if k != "capsize"}
+            style = {k: v for k, v in plots.INIT_STYLE.items() if k != "capsize"}
             ax.plot(clean_init["k"], clean_init[q], **style, label=f"init, s = {norms[0]:g}")
             for colour, norm in zip(colours, norms, strict=True):
                 curve = part[(part["noise_norm"] == norm) & (part["state"] == TRAINED)]
                 ax.errorbar(curve["k"], curve[q], yerr=curve[f"{q}_se"], color=colour,
                             marker="o", ms=3, lw=1.3, capsize=2, label=f"s = {norm:g}")  # fmt: skip
             ax.set_yscale("log")
-            plotting.title(ax, q, net if col == 0 else None)
+            plots.title(ax, q, net if col == 0 else None)
             ax.set_xlabel("layer k (last: output)")
         ax = axes[row, 3]
         out = part[(part["layer"] == "output") & (part["state"] == TRAINED)]
         x = np.asarray(out["noise_norm"], dtype=float)
         shown = np.where(x > 0, x, min(x[x > 0].min() / 10, 0.01) if (x > 0).any() else 1.0)
-        for q, colour in zip(plotting.QUANTITIES, ("C1", "C2", "C0"), strict=True):
+        for q, colour in zip(plots.QUANTITIES, ("C1", "C2", "C0"), strict=True):
             ax.plot(shown, out[q], marker="o", color=colour, label=f"{q} at the output")
         ax.plot(shown, out["test_error"], marker="s", color="k", ls="--", label="test error")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        plotting.title(ax, "output versus noise norm s")
+        plots.title(ax, "output versus noise norm s")
         ax.set_xlabel("noise norm s (s = 0 drawn at the left)")
         if row == 0:
             axes[row, 2].legend(fontsize=7, loc="best")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from diffeoprobe.experiments import plotting
+from diffeoprobe import plots
 from diffeoprobe.experiments.common import (
     INIT,
     TRAINED,
@@ -33,6 +33,16 @@ from diffeoprobe.experiments.common import (
 )
 from diffeoprobe.experiments.presets import Preset
 from diffeoprobe.experiments.spec import Claim, FigureSpec, Preconditions, Run, Verdict
+
+__all__ = [
+    "MIN_STABILITY",
+    "NAME",
+    "VARIANT_STYLE",
+    "build",
+    "plot",
+    "spec",
+    "summary",
+]
 
 NAME = "pooling"
 MIN_STABILITY = 0.05  # decades of R: below, a layer's channel fraction is noise over noise
@@ -231,7 +241,7 @@ def _at_output(part: pd.DataFrame, column: str) -> float:
 def plot(table: pd.DataFrame) -> Figure:
     """The figure drawn from its ``table``: one row of panels per net."""
     nets = list(dict.fromkeys(table["net"]))
-    fig, axes = plotting.grid(len(nets), 4, width=3.4, height=2.9)
+    fig, axes = plots.grid(len(nets), 4, width=3.4, height=2.9)
     mode0 = _mode0(table)
     for row, net in enumerate(nets):
         part = table[table["net"] == net]
@@ -240,18 +250,18 @@ def plot(table: pd.DataFrame) -> Figure:
         ax.plot(m["rel_depth"], m[INIT], marker="o", ms=3, **VARIANT_STYLE[INIT], label="init")
         ax.plot(m["rel_depth"], m[TRAINED], marker="o", ms=4, color="C0", label="trained")
         ax.set_ylim(0, 1.02)
-        plotting.title(ax, "energy in the constant mode", net)
+        plots.title(ax, "energy in the constant mode", net)
         ax.set_xlabel("relative depth of the conv")
         ax = axes[row, 1]
         spectrum = part[(part["kind"] == "spectrum") & (part["state"] == TRAINED)]
         convs = sorted(spectrum["conv_index"].unique())
-        colours = plotting.plt.cm.viridis(np.linspace(0.0, 0.9, len(convs)))
+        colours = plots.plt.cm.viridis(np.linspace(0.0, 0.9, len(convs)))
         for colour, conv in zip(colours, convs, strict=True):
             s = spectrum[spectrum["conv_index"] == conv].sort_values("mode")
             ax.plot(s["mode"], s["energy_fraction"], marker="o", ms=3, color=colour,
                     label=f"conv {int(conv) + 1}")  # fmt: skip
         ax.set_yscale("log")
-        plotting.title(ax, "trained: energy per eigenvalue")
+        plots.title(ax, "trained: energy per eigenvalue")
         ax.set_xlabel("Laplacian eigenvalue index (0 = constant)")
         if len(convs) <= 8:
             ax.legend(fontsize=6, loc="best")
@@ -262,7 +272,7 @@ def plot(table: pd.DataFrame) -> Figure:
             ax.errorbar(s["k"], s["R"], yerr=s["R_se"], marker="o", ms=3, capsize=2, **style,
                         label=variant if variant != "original" else "trained")  # fmt: skip
         ax.set_yscale("log")
-        plotting.title(ax, "R")
+        plots.title(ax, "R")
         ax.set_xlabel("layer k (last: output)")
         ax = axes[row, 3]
         shares = part[(part["kind"] == "share") & (part["k"] >= 1)].sort_values("k")
@@ -274,7 +284,7 @@ def plot(table: pd.DataFrame) -> Figure:
         ax.plot(x, shares["stability"], "kD", ms=4, label="stability = sum")
         ax.axhline(0, color="0.3", lw=0.6)
         ax.set_xticks(x, [f"{r:.2f}" for r in shares["rel_depth"]], rotation=60, fontsize=6)
-        plotting.title(ax, "stability, decades of R")
+        plots.title(ax, "stability, decades of R")
         ax.set_xlabel("relative depth")
         if row == 0:
             axes[row, 0].legend(fontsize=7, loc="best")

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from diffeoprobe.config import DIFFEOS, INTERPOLATIONS, NOISES
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.measure.capture import plan_capture, run_captured
-from diffeoprobe.measure.stats import SensitivitySums
+from diffeoprobe.measurement.capture import plan_capture, run_captured
+from diffeoprobe.measurement.stats import SensitivitySums
 from diffeoprobe.perturb import deform, matched_noise, pixel_shift, temperature_for
 from diffeoprobe.validate import (
     check_choice,
@@ -27,6 +27,17 @@ from diffeoprobe.validate import (
     check_signal,
     check_temperature,
 )
+
+__all__ = [
+    "COLUMNS",
+    "PERTURBATION_BLOCK",
+    "REFERENCE_IMAGES",
+    "Diffeo",
+    "MeasureOptions",
+    "Noise",
+    "ProbeData",
+    "measure",
+]
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -95,7 +106,7 @@ def measure(
     ``R_k = D_k / G_k``, ``Z_k`` the mean squared distance between the representations of two
     different clean images. The clean, deformed and noisy copies of a batch go through the model in
     ONE forward pass; each layer is reduced to float64 sums inside the pass (see
-    :mod:`diffeoprobe.measure.stats` for the error bars).
+    :mod:`diffeoprobe.measurement.stats` for the error bars).
 
     Args:
         model: any ``nn.Module`` taking a batch ``(B, C, L)`` or ``(B, C, H, W)``. Measured in
@@ -112,7 +123,7 @@ def measure(
             moves of section 6) or a callable ``(x, generator) -> tau x``.
         noise: ``"matched"`` (isotropic, per-image norm ``||tau x - x||``), ``"rectified"`` (the 1D
             scripts' variant) or a callable ``(x, tau x, generator) -> eta``.
-        layers: names to measure (see :func:`~diffeoprobe.measure.capture.plan_capture`), plus
+        layers: names to measure (see :func:`~diffeoprobe.measurement.capture.plan_capture`), plus
             ``"input"`` and ``"output"``. Default: the input, every layer, the output.
         batch_size: images per forward pass, counting the clean, deformed and noisy copies together.
         draws: diffeo (and noise) draws per probe image; per-image distances are averaged over them.

@@ -33,6 +33,11 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = [
+    "Sensitivity",
+    "SensitivitySums",
+]
+
 
 @dataclass(frozen=True)
 class Sensitivity:

@@ -31,6 +31,14 @@ from torch import fx, nn
 
 from diffeoprobe.errors import DiffeoProbeError
 
+__all__ = [
+    "CAPTURE_MODES",
+    "CapturePlan",
+    "OutputCallback",
+    "plan_capture",
+    "run_captured",
+]
+
 OutputCallback = Callable[[str, torch.Tensor], None]
 
 CAPTURE_MODES = ("auto", "fx", "hooks")

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pandas as pd
 from matplotlib.figure import Figure
 
-from diffeoprobe.experiments import plotting
+from diffeoprobe import plots
 from diffeoprobe.experiments.common import (
     INIT,
     TRAINED,
@@ -39,6 +39,16 @@ from diffeoprobe.experiments.spec import (
     depth_trend,
     spearman,
 )
+
+__all__ = [
+    "INIT_BAND",
+    "NAME",
+    "TRAINED_NETS",
+    "build",
+    "plot",
+    "spec",
+    "summary",
+]
 
 NAME = "scale-detection"
 INIT_BAND = 10.0  # "R at init is of order 1": within a decade of 1
@@ -296,21 +306,21 @@ def plot(table: pd.DataFrame) -> Figure:
     """Rows: (net family, task); columns: D, G, R versus the layer index (relative depth for 2D)."""
     groups = _groups(table)
     theory = table[table["state"] == "theory"]
-    fig, axes = plotting.grid(len(groups), 3, height=2.7)
+    fig, axes = plots.grid(len(groups), 3, height=2.7)
     for row, (subject, mean, rows) in enumerate(groups):
         two_d = rows["family"].eq("2D zoo").any()  # no idealised 1D net to draw over these
         x = "k"
-        for col, q in enumerate(plotting.QUANTITIES):
+        for col, q in enumerate(plots.QUANTITIES):
             ax = axes[row, col]
-            for state, style in ((INIT, plotting.INIT_STYLE), (TRAINED, plotting.TRAINED_STYLE)):
+            for state, style in ((INIT, plots.INIT_STYLE), (TRAINED, plots.TRAINED_STYLE)):
                 part = mean[mean["state"] == state]
                 ax.errorbar(part[x], part[q], yerr=part[f"{q}_se"], label=state, **style)
             if not two_d:
                 stride = 1 if "stride 1" in subject else 2
                 ideal = theory[theory["stride"] == stride]
-                ax.plot(ideal["k"], ideal[q], **plotting.THEORY_STYLE, label="idealised net")
+                ax.plot(ideal["k"], ideal[q], **plots.THEORY_STYLE, label="idealised net")
             ax.set_yscale("log")
-            plotting.title(ax, q, subject if col == 0 else None)
+            plots.title(ax, q, subject if col == 0 else None)
             if row == len(groups) - 1:
                 ax.set_xlabel("layer k (last point: output)")
         if row == 0:

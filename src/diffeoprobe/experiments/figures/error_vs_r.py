@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.stats
 from matplotlib.figure import Figure
 
-from diffeoprobe.experiments import plotting
+from diffeoprobe import plots
 from diffeoprobe.experiments.common import (
     FILE_BACKED,
     INIT,
@@ -37,6 +37,15 @@ from diffeoprobe.experiments.spec import (
     depth_trend,
     spearman,
 )
+
+__all__ = [
+    "INIT_BAND",
+    "NAME",
+    "build",
+    "plot",
+    "spec",
+    "summary",
+]
 
 NAME = "error-vs-r"
 PAPER_A, PAPER_B = 0.2, 0.5  # error ~ 0.2 sqrt(R) on CIFAR-10 (Petrini et al. 2021)
@@ -269,11 +278,11 @@ def _sqrt_law(table: pd.DataFrame) -> list[Verdict]:
 def plot(table: pd.DataFrame) -> Figure:
     """Log-log test error versus R at the output; fit and the predecessor's law."""
     table = _output(table)
-    fig, axes = plotting.grid(1, 1, width=6.0, height=4.4)
+    fig, axes = plots.grid(1, 1, width=6.0, height=4.4)
     ax = axes[0, 0]
     nets = list(dict.fromkeys(table["net"]))
     for i, net in enumerate(nets):
-        colour = plotting.COLOURS[i % len(plotting.COLOURS)]
+        colour = plots.COLOURS[i % len(plots.COLOURS)]
         part = table[table["net"] == net]
         trained, init = part[part["state"] == TRAINED], part[part["state"] == INIT]
         ax.errorbar(trained["R"], trained["test_error"], xerr=trained["R_se"], fmt="o",

@@ -16,10 +16,26 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from diffeoprobe.experiments import plotting
+from diffeoprobe import plots
 from diffeoprobe.experiments.common import fmt, measure_config
 from diffeoprobe.experiments.presets import Preset
 from diffeoprobe.experiments.spec import Claim, FigureSpec, Verdict
+
+__all__ = [
+    "FILTER",
+    "FLAT",
+    "LN2",
+    "NAME",
+    "NUMERATOR_FLAT",
+    "R_RATIO_TOL",
+    "SMALL",
+    "STYLES",
+    "VARIANTS",
+    "build",
+    "plot",
+    "spec",
+    "summary",
+]
 
 NAME = "theory"
 FILTER = 2
@@ -240,8 +256,8 @@ STYLES = {
 
 def plot(table: pd.DataFrame) -> Figure:
     """Rows: stride 1, stride 2; columns: D, G, R, noise numerator; markers exact, lines laws."""
-    columns = (*plotting.QUANTITIES, "numerator")
-    fig, axes = plotting.grid(2, len(columns), width=3.3, height=2.9)
+    columns = (*plots.QUANTITIES, "numerator")
+    fig, axes = plots.grid(2, len(columns), width=3.3, height=2.9)
     for row, stride in enumerate((1, 2)):
         for col, q in enumerate(columns):
             ax = axes[row, col]
@@ -257,7 +273,7 @@ def plot(table: pd.DataFrame) -> Figure:
             if stride == 1:
                 ax.set_xscale("log")
             label = "noise numerator G Z / 2a^2" if q == "numerator" else q
-            plotting.title(ax, label, f"stride {stride}" if col == 0 else None)
+            plots.title(ax, label, f"stride {stride}" if col == 0 else None)
             ax.set_xlabel("layer k")
     axes[0, 1].legend(fontsize=7, loc="best")
     fig.suptitle("Idealised nets (F = 2): exact (markers) and laws (lines)")
