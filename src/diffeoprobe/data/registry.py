@@ -18,6 +18,7 @@ from diffeoprobe.validate import check_choice, check_int, check_positive
 
 from .cifar import load_cifar10
 from .download import DATA_CACHE, fetch
+from .folder import image_folder, tensor_file
 from .idx import BASE_URLS, FASHION_MNIST_DIR, idx_remote_files, load_idx_dataset
 from .noisy import NOISE_MODES, NoisyDataset, add_fixed_noise, mix_seed
 from .scale_detection import scale_detection
@@ -228,3 +229,5 @@ def svhn(
 
 
 DATASETS.register("scale-detection")(scale_detection)
+DATASETS.register("folder")(image_folder)
+DATASETS.register("tensors")(tensor_file)
