@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -310,3 +311,43 @@ def test_the_largest_temperature_measures_finite_numbers() -> None:
     table = dp.measure(small_cnn(), images(16), temperature=1e6, capture="hooks")
     assert table[["D", "G", "R", "Z"]].notna().all().all()
     assert (table[["D", "G", "R"]] > 0).all().all()
+
+
+class _ReturnsMapping(torch.nn.Module):
+    """A user model whose forward returns a dict (as Hugging Face models return a ModelOutput),
+    with an inner layer returning a tuple (as attention blocks do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = _TupleBlock()
+        self.head = torch.nn.Flatten()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        hidden, _ = self.block(x)
+        return {"loss": None, "logits": self.head(hidden)}
+
+
+class _TupleBlock(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.sum() > 1e9:  # data-dependent control flow: fx cannot trace it (hooks are used)
+            x = x * 2
+        return x * 3.0, x.mean()
+
+
+def test_models_returning_dicts_and_tuples_are_measured_exactly() -> None:
+    """Norm-preserving maps up to a scale: R = 1 at every layer, whatever the output's form."""
+    x = torch.rand(8, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    table = dp.measure(_ReturnsMapping(), x, seed=0)
+    assert list(table["layer"]) == ["input", "block", "output"]  # head's output is the logits
+    np.testing.assert_allclose(table["R"].to_numpy(), 1.0, rtol=1e-6)
+
+
+def test_layers_take_glob_patterns_and_refuse_a_pattern_that_matches_nothing() -> None:
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 3), torch.nn.ReLU()
+    )
+    x = torch.rand(8, 1, 9, 9, generator=torch.Generator().manual_seed(1))
+    table = dp.measure(net, x, layers=["input", "[02]", "output"], seed=0)
+    assert list(table["layer"]) == ["input", "0", "2", "output"]
+    with pytest.raises(DiffeoProbeError, match=r"pattern 'encoder\.\*' matches no layer"):
+        dp.measure(net, x, layers=["encoder.*"], seed=0)

@@ -21,8 +21,9 @@ before work starts.
 
 from __future__ import annotations
 
+import fnmatch
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ __all__ = [
     "CAPTURE_MODES",
     "CapturePlan",
     "OutputCallback",
+    "output_tensor",
     "plan_capture",
     "run_captured",
 ]
@@ -142,6 +144,46 @@ def _base(name: str) -> str:
     return name.split(":", 1)[0]
 
 
+def output_tensor(out: object, where: str = "model output") -> torch.Tensor | None:
+    """The tensor a model (or a layer) returns: itself, the first tensor of a tuple or list, or of
+    a mapping (``logits`` first when present: a Hugging Face ``ModelOutput`` is a mapping);
+    ``None`` when there is none.
+
+    >>> output_tensor({"loss": None, "logits": torch.ones(1)})
+    tensor([1.])
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        logits = out.get("logits")
+        if isinstance(logits, torch.Tensor):
+            return logits
+        values: Sequence[object] = list(out.values())
+    elif isinstance(out, (tuple, list)):
+        values = out
+    else:
+        return None
+    return next((v for v in values if isinstance(v, torch.Tensor)), None)
+
+
+def _expand(wanted: list[str], available: Sequence[str]) -> list[str]:
+    """Glob patterns (``encoder.*.output``, ``features.[0-3]``) replaced by the names they match,
+    in the model's order; a pattern that matches nothing is an error naming it.
+    """
+    out: list[str] = []
+    for name in wanted:
+        if not any(c in name for c in "*?["):
+            out.append(name)
+            continue
+        matched = [a for a in available if fnmatch.fnmatchcase(a, name)]
+        if not matched:
+            raise DiffeoProbeError(
+                f"layers: the pattern {name!r} matches no layer; available: {', '.join(available)}"
+            )
+        out += [m for m in matched if m not in out]
+    return out
+
+
 def plan_capture(
     model: nn.Module, layers: Sequence[str] | None = None, mode: str = "auto"
 ) -> CapturePlan:
@@ -150,8 +192,9 @@ def plan_capture(
     Args:
         model: any ``nn.Module``; call it in the mode (train/eval) it will be measured in.
         layers: names to capture (module paths such as ``features.3``, call names such as
-            ``block.relu:1``, fx node names such as ``add``). ``None``: every leaf module (hooks) or
-            every non-shape node (fx). ``"input"`` and ``"output"`` are handled by the caller.
+            ``block.relu:1``, fx node names such as ``add``), or glob patterns of them
+            (``encoder.layer.*.output``). ``None``: every leaf module (hooks) or every non-shape
+            node (fx). ``"input"`` and ``"output"`` are handled by the caller.
         mode: ``"auto"``, ``"fx"`` or ``"hooks"``.
 
     Raises:
@@ -175,6 +218,12 @@ def plan_capture(
     if gm is not None:
         node_names, modules = _fx_layer_names(gm)
         known = set(modules)
+        try:
+            wanted = _expand(wanted, list(modules))
+        except DiffeoProbeError:
+            if mode == "fx":
+                raise
+            wanted = [name for name in (layers or []) if name not in ("input", "output")]
         if all(name in known for name in wanted) or mode == "fx":
             unknown = [name for name in wanted if name not in known]
             if unknown:
@@ -183,6 +232,7 @@ def plan_capture(
                 )
             selected = wanted if layers is not None else list(modules)
             return CapturePlan("fx", selected, gm, node_names, {n: modules[n] for n in selected})
+    wanted = _expand(wanted, [name for name, _ in model.named_modules() if name])
     unknown = [name for name in wanted if _base(name) not in module_paths]
     if unknown:
         available = ["input", *_leaf_modules(model), "output"]
@@ -204,8 +254,10 @@ class _CaptureInterpreter(fx.Interpreter):
     def run_node(self, n: fx.Node) -> object:
         out = super().run_node(n)
         name = self._node_names.get(n.name)
-        if name is not None and isinstance(out, torch.Tensor):
-            self._on_output(name, out)
+        # a module may return a tuple (attention blocks): its first tensor is its representation
+        tensor = output_tensor(out) if n.op == "call_module" else out
+        if name is not None and isinstance(tensor, torch.Tensor):
+            self._on_output(name, tensor)
         return out
 
 
@@ -219,8 +271,9 @@ def _module_hooks(model: nn.Module, paths: set[str], on_output: OutputCallback) 
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             k = calls.get(path, 0)
             calls[path] = k + 1
-            if isinstance(output, torch.Tensor):
-                on_output(path if k == 0 else f"{path}:{k}", output)
+            tensor = output_tensor(output)  # a layer may return a tuple (attention blocks)
+            if tensor is not None:
+                on_output(path if k == 0 else f"{path}:{k}", tensor)
 
         return hook
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from diffeoprobe.config import DIFFEOS, INTERPOLATIONS, NOISES
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.measurement.capture import plan_capture, run_captured
+from diffeoprobe.measurement.capture import output_tensor, plan_capture, run_captured
 from diffeoprobe.measurement.stats import SensitivitySums
 from diffeoprobe.perturb import deform, matched_noise, pixel_shift, temperature_for
 from diffeoprobe.validate import (
@@ -192,6 +192,8 @@ def measure(
     model.eval()
     try:
         plan = plan_capture(model, layers, capture)
+        if layers is not None:  # glob patterns resolved to the layers they match
+            layers = [n for n in layers if n in ("input", "output")] + list(plan.selected)
         want_input = layers is None or "input" in layers
         want_output = layers is None or "output" in layers
         state = _MeasureState(set(plan.selected), layers is None)
@@ -337,16 +339,18 @@ class _MeasureState:
             buffer = self._buffer = like.new_empty(numel)
         return buffer[:numel].view(like.shape)
 
-    def finish_forward(self, out: object, want_output: bool, channel_mean: bool) -> None:
+    def finish_forward(self, returned: object, want_output: bool, channel_mean: bool) -> None:
+        out = output_tensor(returned)
         if self._first_forward and isinstance(out, torch.Tensor) and self._last is not None:
             name, tensor, version = self._last
             if out is tensor and out._version == version and name != "input":
                 self.output_alias = name
         if want_output and self.output_alias is None:
-            if not isinstance(out, torch.Tensor):
+            if out is None:
                 raise DiffeoProbeError(
-                    f"model output must be a tensor to measure 'output', got {type(out).__name__}; "
-                    "select layers=[...] without 'output'"
+                    f"model output must hold a tensor to measure 'output' (a tensor, a tuple, a "
+                    f"dict or a ModelOutput), got {type(returned).__name__}; select layers=[...] "
+                    "without 'output'"
                 )
             self.reduce("output", out, channel_mean, force=True)
         self._first_forward = False
