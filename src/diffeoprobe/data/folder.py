@@ -45,6 +45,8 @@ def image_folder(
     size: int = 224,
     mode: str = "rgb",
     stats: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     limit: int | None = None,
 ) -> TensorDataset:
     """The images under ``root`` as ``TensorDataset(x, y)``: ``x`` float32 ``(N, C, size, size)``.
@@ -56,6 +58,9 @@ def image_folder(
         size: side of the square the images are resized and centre-cropped to, in pixels.
         mode: ``"rgb"`` (3 channels; grey, palette and RGBA images are converted) or ``"grey"``.
         stats: normalise with a named preset of :data:`STATISTICS` (``None``: pixels in [0, 1]).
+        mean: normalise with these per-channel means instead of ``stats`` (a model's own, for
+            example from :func:`diffeoprobe.models.pretrained.preprocessing`).
+        std: the per-channel standard deviations that go with ``mean``.
         limit: keep a seeded random subset of this many images (``None``: all).
 
     Raises:
@@ -63,8 +68,7 @@ def image_folder(
     """
     check_int(size, "size", minimum=1, maximum=4096)
     check_choice(mode, "mode", MODES)
-    if stats is not None:
-        check_choice(stats, "stats", tuple(STATISTICS))
+    normalisation = _normalisation(stats, mean, std, 3 if mode == "rgb" else 1)
     if limit is not None:
         check_int(limit, "limit", minimum=1)
     files, labels = _listing(root)
@@ -87,13 +91,45 @@ def image_folder(
     if not images:
         raise DiffeoProbeError(f"root {root!r}: none of its {len(files)} image files could be read")
     x = torch.stack(images)
-    if stats is not None:
-        mean, std = STATISTICS[stats]
-        channels = x.shape[1]
-        x = (x - torch.tensor(mean[:channels]).view(-1, 1, 1)) / torch.tensor(std[:channels]).view(
-            -1, 1, 1
-        )
+    if normalisation is not None:
+        mean, std = normalisation
+        x = (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
     return TensorDataset(x, labels[torch.tensor(kept, dtype=torch.long)])
+
+
+def _normalisation(
+    stats: str | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    channels: int,
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The (mean, std) per channel that ``stats`` names or ``mean`` and ``std`` give, checked."""
+    if stats is not None:
+        check_choice(stats, "stats", tuple(STATISTICS))
+        if mean is not None or std is not None:
+            raise DiffeoProbeError("stats: give either stats or mean and std, not both")
+        mean, std = STATISTICS[stats]
+    if (mean is None) != (std is None):
+        raise DiffeoProbeError("mean, std: give both (one value per channel) or neither")
+    if mean is None or std is None:
+        return None
+    means, stds = _statistics(mean, "mean", channels), _statistics(std, "std", channels)
+    if min(stds) <= 0:
+        raise DiffeoProbeError(f"std must be positive per channel, got {list(stds)}")
+    return means, stds
+
+
+def _statistics(values: Sequence[float], name: str, channels: int) -> tuple[float, ...]:
+    """Per-channel values: one per channel, or 3 (RGB) averaged for grey images."""
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise DiffeoProbeError(f"{name} must be a list of numbers, got {values!r}") from None
+    if channels == 1 and len(out) == 3:
+        out = (sum(out) / 3,)
+    if len(out) != channels or not all(v == v and abs(v) != float("inf") for v in out):
+        raise DiffeoProbeError(f"{name} takes {channels} finite value(s), got {list(values)}")
+    return out
 
 
 def _listing(root: str) -> tuple[list[Path], torch.Tensor]:

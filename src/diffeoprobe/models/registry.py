@@ -9,7 +9,8 @@ The zoo of the papers (docs/science.md section 8), CIFAR-sized and working on 28
 the fully connected ``fc2 fc4 fc6``; the 1D scale-detection net ``scalecnn1d``; the configurable
 ``simplecnn`` / ``simplecnn1d``. Models whose first dense layer depends on the image side (``lenet``,
 ``fc*``) take ``input_size`` (the side in pixels, default 32); the others adapt to any side.
-``timm:NAME`` builds ``timm.create_model(NAME)`` when the optional package timm is installed.
+``timm:NAME`` builds ``timm.create_model(NAME)`` when the optional package timm is installed;
+``hf:NAME_OR_DIR`` loads a pretrained Hugging Face image model (:mod:`.pretrained`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .alexnet import AlexNet
 from .efficientnet import EfficientNet
 from .fully_connected import FullyConnected
 from .lenet import LeNet
+from .pretrained import HF_PREFIX, build_hf
 from .resnet import ResNet
 from .scale_cnn import ScaleCNN1d
 from .simple_cnn import SimpleCNN
@@ -68,6 +70,8 @@ def build(
     >>> net(torch.zeros(4, 1, 128)).shape
     torch.Size([4, 2])
     """
+    if str(name).lower().startswith(HF_PREFIX):
+        return build_hf(str(name)[len(HF_PREFIX) :], in_channels, options)
     if str(name).lower().startswith(TIMM_PREFIX):
         return _build_timm(str(name)[len(TIMM_PREFIX) :], in_channels, num_classes, options)
     if ":" in str(name):
