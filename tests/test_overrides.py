@@ -394,3 +394,13 @@ def test_zoo_nets_left_out_say_why_in_the_description(tmp_path: Path) -> None:
         assert all(r.config.dataset != "cifar10" for r in spec.runs)
         assert f"cifar10 not found under {tmp_path / 'no-cifar'}" in spec.description
         assert "cannot be reached (no network)" in spec.description
+
+
+def test_the_device_reaches_every_run_and_measurement() -> None:
+    preset = apply_overrides(TINY, {"device": "cuda:1"})
+    specs = figure_specs(preset)
+    runs_ = [run for spec in specs for run in spec.runs]
+    assert runs_ and all(run.config.device == "cuda:1" for run in runs_)
+    assert common.measure_options(runs_[0])["device"] == "cuda:1"
+    cpu = [run for spec in figure_specs(TINY) for run in spec.runs]
+    assert all(run.config == dataclasses.replace(run.config, device="cpu") for run in cpu)

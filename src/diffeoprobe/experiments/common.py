@@ -133,6 +133,7 @@ def sd_run(
         checkpoints=preset.checkpoints,
         measure=True,
         seed=seed,
+        device=preset.device,
     )
     tags = dict(task=task, stride=stride, activation=activation, noise_norm=float(noise_norm))
     if noise_level is not None:
@@ -175,6 +176,7 @@ def zoo_run(
         checkpoints=preset.checkpoints,
         measure=True,
         seed=seed,
+        device=preset.device,
     )
     label = net.model + (
         "(" + ",".join(f"{k}={v}" for k, v in net.options.items()) + ")" if net.options else ""
@@ -377,9 +379,10 @@ def _needs_remeasure(run: Run) -> bool:
 def measure_options(run: Run) -> dict[str, Any]:
     """``measure`` keyword arguments from the run's MeasureConfig, with the proper diffeo."""
     config = run.config
-    return measure_arguments(
+    arguments = measure_arguments(
         run.measure, dataset=config.dataset, dataset_options=config.dataset_options
     )
+    return dict(arguments, device=config.device)
 
 
 # ---- shaping tables --------------------------------------------------------------------------------

@@ -211,7 +211,7 @@ def reproduce(
     run_rows = _run_rows(needed, root, outcome)
     claims = _claims_table(results)
     seconds = time.perf_counter() - start
-    machine = _machine(load_start)
+    machine = _machine(load_start, preset.device)
     summary = dict(
         preset=asdict(preset),
         preset_name=preset.name,
@@ -577,10 +577,14 @@ def _load() -> tuple[float, float, float]:
         return (math.nan, math.nan, math.nan)
 
 
-def _machine(load_start: tuple[float, float, float]) -> dict[str, Any]:
+def _machine(load_start: tuple[float, float, float], device: str) -> dict[str, Any]:
     import torch
 
+    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
     return dict(
+        device=str(device),
+        device_name=torch.cuda.get_device_name(torch.device(device)) if cuda else "cpu",
+        tf32=bool(cuda and torch.backends.cuda.matmul.allow_tf32),
         host=platform.node(),
         platform=platform.platform(),
         cpus=os.cpu_count(),

@@ -105,6 +105,7 @@ class Preset:
     r_drop: float = 10.0  # trained R at the last layer at least this many times below init
     judge_error_law: bool = True  # judge error versus R across the zoo (else report the fit)
     time_budget_s: float | None = None  # the preset's stated wall time
+    device: str = "cpu"  # where every run trains and is measured (cpu, cuda, cuda:N)
 
 
 class _Recipe(TypedDict, total=False):

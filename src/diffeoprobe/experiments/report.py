@@ -260,7 +260,9 @@ def _summary(summary: dict[str, Any], results: Sequence[Any], claims: pd.DataFra
         '<ul id="run-facts">',
         f"<li>Machine: {_e(machine.get('host', '?'))}, {_e(machine.get('cpus', '?'))} CPUs, "
         f"torch threads {_e('?' if threads is None else threads)}, CUDA "
-        f"{'yes' if machine.get('cuda') else 'no'}; load average {_load(machine, 'load_start')} "
+        f"{'yes' if machine.get('cuda') else 'no'}; runs on {_e(machine.get('device', 'cpu'))} "
+        f"({_e(machine.get('device_name', 'cpu'))}, TF32 {'on' if machine.get('tf32') else 'off'}, "
+        f"fp32); load average {_load(machine, 'load_start')} "
         f"at the start, {_load(machine, 'load_end')} at the end.</li>",
         f"<li>Wall time: {seconds:.0f} s ({seconds / 60:.1f} min).</li>",
         f"<li>Preset: <b>{_e(preset_name)}</b>; overrides (<code>--set</code>): "
