@@ -186,6 +186,7 @@ def check_runs(count: float, name: str) -> None:
     if count > limit:
         shown = f"{count:,}" if isinstance(count, int) and count < 10**18 else f"{count:.3g}"
         raise DiffeoProbeError(
-            f"{name}: the grid expands to {shown} runs, over the limit of {limit:,} runs; use "
+            f"{name}: the grid expands to {shown} runs (the product of the axes' lengths), over "
+            f"the limit of {limit:,} runs; use "
             f"shorter axes, or raise the limit with {RUNS_ENV} (e.g. {RUNS_ENV}={10 * limit})"
         )
