@@ -209,6 +209,12 @@ def test_models_refuse_their_parameter_count_before_building(
     memory_refusal(lambda: models.build(name, 3, 10, **options), parameter, "parameters")
 
 
+@pytest.mark.parametrize("name", ["vgg11", "vgg19bn", "alexnet", "efficientnetb0", "resnet18"])
+def test_fixed_architectures_refuse_huge_channel_and_class_counts(name: str) -> None:
+    memory_refusal(lambda: models.build(name, 3, 10**10), "num_classes")
+    memory_refusal(lambda: models.build(name, 10**9, 10), "in_channels")
+
+
 def test_resnet_refuses_a_stage_of_a_million_blocks() -> None:
     from diffeoprobe.models.resnet import ResNet
 
