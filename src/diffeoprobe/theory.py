@@ -31,6 +31,7 @@ from torch import nn
 
 from diffeoprobe.config import NOISES
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.limits import check_memory, check_parameters
 from diffeoprobe.measurement import measure
 from diffeoprobe.measurement.core import Diffeo, Noise
 from diffeoprobe.models.simple_cnn import ACTIVATIONS
@@ -88,7 +89,8 @@ def receptive_field(depth: int, filter_size: int, stride: int) -> int:
     depth = check_int(depth, "depth", minimum=0)
     filter_size = check_int(filter_size, "filter_size", minimum=1)
     stride = check_int(stride, "stride", minimum=1)
-    return 1 + (filter_size - 1) * sum(int(stride**layer) for layer in range(depth))
+    layers = depth if stride == 1 else (stride**depth - 1) // (stride - 1)  # 1 + s + ... exactly
+    return 1 + (filter_size - 1) * layers
 
 
 def idealized_net(
@@ -133,6 +135,11 @@ def idealized_net(
     stride = check_int(stride, "stride", minimum=1)
     check_choice(activation, "activation", tuple(ACTIVATIONS))
     channels = check_int(channels, "channels", minimum=1)
+    check_parameters(
+        "depth, filter_size, channels",
+        float(filter_size) ** dim * (channels + (depth - 1) * float(channels) ** 2),
+        modules=4 * depth,
+    )
 
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     c_in = 1
@@ -212,6 +219,7 @@ def exact_sensitivities(
     filter_size = check_int(filter_size, "filter_size", minimum=1)
     stride = check_int(stride, "stride", minimum=1)
     check_choice(activation, "activation", tuple(ACTIVATIONS))
+    given = "size" if size is not None else "depth, filter_size and stride"
     size = _check_size(size, dim, depth, filter_size, stride)
     check_choice(noise, "noise", NOISES)
     noise_scale = check_positive(noise_scale, "noise_scale")
@@ -222,14 +230,14 @@ def exact_sensitivities(
         check_choice(probe, "probe", PROBES)
     else:
         probe = check_int(probe, "probe", minimum=2, maximum=size**dim)
+    moves = 1 if dim == 1 else len(MOVES_2D)
+    period, field = stride**depth, receptive_field(depth, filter_size, stride)
+    _check_memory(given, probe, dim, size, period, field, moves * draws)
 
-    positions = _probe_positions(
-        probe, dim, size, stride**depth, receptive_field(depth, filter_size, stride), seed
-    )
+    positions = _probe_positions(probe, dim, size, period, field, seed)
     net = idealized_net(
         dim=dim, depth=depth, filter_size=filter_size, stride=stride, activation=activation
     )
-    moves = 1 if dim == 1 else len(MOVES_2D)
     per_forward = 1 + 2 * moves * draws
     table = measure(
         net,
@@ -487,6 +495,13 @@ def theory_table(
 
 
 def _check_size(size: int | None, dim: int, depth: int, filter_size: int, stride: int) -> int:
+    if stride >= 2 and depth * math.log2(stride) > 64:  # before computing stride^depth exactly
+        sides = 2.0 ** min(1000.0, 1 + depth * math.log2(stride))
+        check_memory(
+            "depth and stride",
+            4.0 * sides**dim,
+            f"the input (a side of at least 2 stride^depth = 2^{1 + depth * math.log2(stride):.0f})",
+        )
     period: int = stride**depth
     field = receptive_field(depth, filter_size, stride)
     if size is None:
@@ -501,6 +516,39 @@ def _check_size(size: int | None, dim: int, depth: int, filter_size: int, stride
     return size
 
 
+def _check_memory(
+    name: str, probe: str | int, dim: int, size: int, period: int, field: int, copies: int
+) -> None:
+    """Refuse a measurement whose probe images, perturbed copies and forward passes would not fit.
+
+    The probe set holds ``P`` images of ``size^dim`` pixels, built :data:`PROBE_CHUNK` at a time;
+    measure repeats each ``copies`` times, deforms and adds noise (about ``1 + 4 copies`` images
+    per probe), and a forward pass holds at least one probe's ``1 + 2 copies`` images, a few times
+    over (input, padding, convolution, activation).
+    """
+    elements = float(size) ** dim
+    if probe == "all":
+        probes = elements
+    elif probe == "lattice":
+        probes = float(_lattice_count(size, period, field)) ** dim
+    else:
+        probes = float(probe)
+    chunk = min(float(PROBE_CHUNK), probes)
+    forward = max(float(ELEMENTS_PER_FORWARD), (1 + 2 * copies) * elements)
+    needed = 8 * (probes + elements) + 4 * (chunk * elements * (1 + 4 * copies) + 4 * forward)
+    check_memory(
+        name,
+        needed,
+        f"the {dim}D input of side {size} ({probes:.3g} probes, {chunk:.0f} at a time, "
+        f"{copies} perturbed cop{'y' if copies == 1 else 'ies'} each)",
+    )
+
+
+def _lattice_count(size: int, period: int, field: int) -> int:
+    """Probes per axis of the lattice (see :func:`_lattice`)."""
+    return period * math.ceil(max(LATTICE_MIN, size // field) / period)
+
+
 def _lattice(size: int, period: int, field: int) -> np.ndarray:
     """Positions ``g j mod size`` for ``j < n``: every class modulo ``period`` equally often.
 
@@ -510,11 +558,14 @@ def _lattice(size: int, period: int, field: int) -> np.ndarray:
     the classes modulo ``period``) and gives distinct positions (no wrap, or ``g`` prime to
     ``size``).
     """
-    n = period * math.ceil(max(LATTICE_MIN, size // field) / period)
+    n = _lattice_count(size, period, field)
     base = size // n
-    for step in sorted(range(1, size + 1), key=lambda g: (abs(g - base), -g)):
-        if math.gcd(step, period) == 1 and (n * step <= size or math.gcd(step, size) == 1):
-            return (np.arange(n) * step) % size
+    for distance in range(size + 1):  # nearest to base first, the larger of two at equal distance
+        for step in (base + distance, base - distance) if distance else (base,):
+            if not 1 <= step <= size:
+                continue
+            if math.gcd(step, period) == 1 and (n * step <= size or math.gcd(step, size) == 1):
+                return (np.arange(n) * step) % size
     raise AssertionError("step 1 always qualifies")
 
 

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.limits import check_memory
 from diffeoprobe.validate import check_choice, check_int, check_positive
 
 __all__ = ["pair_labels", "scale_detection"]
@@ -124,6 +125,7 @@ def scale_detection(
     seed = check_int(seed, "seed", minimum=0)
     value = check_positive(value, "value")
 
+    _check_memory(dim, d, split, train_size, test_size)
     first, second = torch.triu_indices(d**dim, d**dim, offset=1)
     labels = pair_labels(first, second, dim=dim, task=task, d=d, xi=xi, gap=gap)
     positive = torch.nonzero(labels == 1).squeeze(1)
@@ -151,6 +153,31 @@ def scale_detection(
     x[rows, first[chosen]] = value
     x[rows, second[chosen]] = value
     return TensorDataset(x.reshape(len(chosen), 1, *(d,) * dim), labels[chosen])
+
+
+def _check_memory(
+    dim: int, d: int, split: str, train_size: int | None, test_size: int | None
+) -> None:
+    """Refuse a data set whose pairs or signals would pass the memory limit, before building them.
+
+    Every unordered pair of the ``N = d^dim`` positions is indexed and labelled (int64: the two
+    indices, coordinates, distances, labels, class lists, permutations; about 12 numbers a pair),
+    and each chosen example is a float32 signal of ``N`` values.
+    """
+    positions = float(d) ** dim
+    pairs = positions * (positions - 1) / 2
+    check_memory(
+        "d", 96 * pairs, f"labelling the {pairs:.3g} pairs of positions (d={d}, dim={dim})"
+    )
+    if split == "train":
+        examples, name = (pairs if train_size is None else min(pairs, train_size)), "train_size"
+    else:
+        examples, name = (pairs if test_size is None else min(pairs, test_size)), "test_size"
+    check_memory(
+        f"{name} and d" if examples < pairs else "d",
+        96 * pairs + 4 * examples * positions,
+        f"{examples:.3g} {split} signals of {positions:.3g} values (d={d}, dim={dim})",
+    )
 
 
 def _split_bounds(

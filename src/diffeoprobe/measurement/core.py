@@ -16,9 +16,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from diffeoprobe.config import DIFFEOS, INTERPOLATIONS, NOISES
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.limits import check_memory
 from diffeoprobe.measurement.capture import output_tensor, plan_capture, run_captured
 from diffeoprobe.measurement.stats import SensitivitySums
 from diffeoprobe.perturb import deform, matched_noise, pixel_shift, temperature_for
+from diffeoprobe.perturb.diffeo import deform_memory
 from diffeoprobe.validate import (
     check_choice,
     check_cut,
@@ -183,6 +185,7 @@ def measure(
     check_signal(first, "data")
     images = itertools.chain([first], images)
     size = tuple(first.shape[2:])
+    _check_memory(first, _probe_count(data, probe_size), draws, batch_size, diffeo, cut, interp)
     if temperature is None:
         temperature = temperature_for(delta, size, cut) if delta > 0 else 0.0
     diffeo_fn = _diffeo(diffeo, temperature=temperature, cut=cut, interp=interp)
@@ -509,6 +512,43 @@ def _reblock(batches: Iterable[torch.Tensor], size: int) -> Iterator[tuple[int, 
             pending, count = ([rest], rest.shape[0]) if rest.shape[0] else ([], 0)
     if count:
         yield index, torch.cat(pending)
+
+
+def _check_memory(
+    first: torch.Tensor,
+    total: int | None,
+    draws: int,
+    batch_size: int,
+    diffeo: str | Diffeo,
+    cut: int,
+    interp: str,
+) -> None:
+    """Refuse a measurement whose perturbed copies would pass the memory limit, before drawing them.
+
+    A block of ``B`` probe images (:data:`PERTURBATION_BLOCK`) is repeated ``draws`` times,
+    deformed and made noisy (with the noise's temporaries: about 4 ``B draws`` images), and a
+    forward pass stacks at least one image's ``1 + 2 draws`` copies, twice (the input and the
+    measurement's scratch). The model's own activations come on top.
+    """
+    block = PERTURBATION_BLOCK if total is None else max(1, min(PERTURBATION_BLOCK, total))
+    itemsize = max(4, first.element_size())
+    pixels = float(first[0].numel())
+    copies = float(block) * draws
+    per_forward = max(1, batch_size // (1 + 2 * draws))
+    images = itemsize * pixels * (4 * copies + 2 * min(per_forward, block) * (1 + 2 * draws))
+    cut_part = 0.0
+    if diffeo == "max-entropy":
+        cut_part, deformed = deform_memory(
+            int(copies), tuple(first.shape[2:]), cut, interp, itemsize, first.shape[1]
+        )
+        images += deformed
+    name = "cut" if cut_part > images else "draws" if draws > 1 else "data"
+    check_memory(
+        name,
+        cut_part + images,
+        f"{block} probe images of shape {tuple(first.shape[1:])} with {draws} deformed and "
+        f"{draws} noisy copies each (cut {cut})",
+    )
 
 
 def _probe_count(data: object, limit: int | None) -> int | None:

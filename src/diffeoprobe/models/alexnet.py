@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffeoprobe.limits import check_parameters
 from diffeoprobe.validate import check_int
 
 __all__ = ["AlexNet"]
@@ -43,6 +44,10 @@ class AlexNet(nn.Module):
         super().__init__()
         channels = check_int(in_channels, "in_channels", minimum=1)
         num_classes = check_int(num_classes, "num_classes", minimum=1)
+        widths = [float(channels), *map(float, _CHANNELS)]
+        features = 9 * sum(a * b for a, b in zip(widths, widths[1:], strict=False))
+        classifier = (_CHANNELS[-1] * _FEATURE_SIDE**2 + _HIDDEN + num_classes) * float(_HIDDEN)
+        check_parameters("in_channels and num_classes", features + classifier)
         layers: list[nn.Module] = []
         for i, out in enumerate(_CHANNELS):
             layers += [nn.Conv2d(channels, out, 3, stride=2 if i == 0 else 1, padding=1), nn.ReLU()]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffeoprobe.limits import check_parameters
 from diffeoprobe.validate import check_int
 
 __all__ = ["B0_STAGES", "DropPath", "EfficientNet", "MBConv", "SqueezeExcitation"]
@@ -140,6 +141,10 @@ class EfficientNet(nn.Module):
         super().__init__()
         in_channels = check_int(in_channels, "in_channels", minimum=1)
         num_classes = check_int(num_classes, "num_classes", minimum=1)
+        check_parameters(  # the blocks and the head: about 4 million weights
+            "in_channels and num_classes",
+            9.0 * _STEM * in_channels + 4e6 + (_HEAD + 1.0) * num_classes,
+        )
         self.stem_conv = nn.Conv2d(in_channels, _STEM, 3, padding=1, bias=False)
         self.stem_bn = nn.BatchNorm2d(_STEM)
         self.stem_act = nn.SiLU()

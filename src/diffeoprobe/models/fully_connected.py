@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffeoprobe.limits import check_parameters
 from diffeoprobe.validate import check_int
 
 __all__ = ["FullyConnected"]
@@ -56,6 +57,12 @@ class FullyConnected(nn.Module):
         side = check_int(input_size, "input_size", minimum=1)
         width = check_int(width, "width", minimum=1)
         features = in_channels * side * side
+        hidden = 0.0 if depth == 1 else float(features) * width + (depth - 2.0) * width * width
+        check_parameters(
+            "depth, width and input_size",
+            hidden + (width if depth > 1 else features) * float(num_classes),
+            modules=2 * depth,
+        )
         for i in range(1, depth):
             self.add_module(f"fc{i}", nn.Linear(features, width))
             self.add_module(f"relu{i}", nn.ReLU())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffeoprobe.limits import check_parameters
 from diffeoprobe.validate import check_int
 
 __all__ = ["LeNet"]
@@ -50,6 +51,10 @@ class LeNet(nn.Module):
         for _ in _CHANNELS:
             side = (side - _KERNEL + 1) // 2
         c1, c2 = _CHANNELS
+        check_parameters(
+            "input_size",
+            float(c2) * max(side, 0) ** 2 * _HIDDEN[0] + (in_channels + c1) * c1 * _KERNEL**2,
+        )
         self.conv1 = nn.Conv2d(in_channels, c1, _KERNEL, padding=padding)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.limits import check_parameters
 from diffeoprobe.validate import check_choice, check_int
 
 __all__ = ["BLOCKS", "BasicBlock", "Bottleneck", "ResNet"]
@@ -135,6 +136,12 @@ class ResNet(nn.Module):
         if isinstance(layers, str) or not isinstance(layers, Sequence) or len(layers) != 4:
             raise DiffeoProbeError(f"layers must be 4 integers (blocks per stage), got {layers!r}")
         counts = [check_int(n, f"layers[{i}]", minimum=1) for i, n in enumerate(layers)]
+        weights = sum(18.0 * planes**2 * n for planes, n in zip(_STAGE_PLANES, counts, strict=True))
+        check_parameters(  # a block holds about 18 planes^2 weights (both kinds)
+            "layers, in_channels and num_classes",
+            weights + 9.0 * _STEM_WIDTH * in_channels + 2049.0 * num_classes,
+            modules=10 * sum(counts),
+        )
 
         kind = BLOCKS[block]
         self.conv1 = nn.Conv2d(in_channels, _STEM_WIDTH, 3, padding=1, bias=False)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffeoprobe.limits import check_parameters
 from diffeoprobe.validate import check_choice, check_int
 
 from .simple_cnn import ACTIVATIONS, GlobalAvgPool, _check_bool
@@ -171,6 +172,11 @@ class ScaleCNN1d(nn.Sequential):
         stride = check_int(stride, "stride", minimum=1)
         check_choice(activation, "activation", tuple(ACTIVATIONS))
         _check_bool(bias, "bias")
+        check_parameters(
+            "depth, width and filter_size",
+            float(filter_size) * width * (channels + (depth - 1.0) * width) + width * num_classes,
+            modules=3 * depth,
+        )
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for i in range(1, depth + 1):

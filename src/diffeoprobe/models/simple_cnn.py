@@ -13,6 +13,7 @@ The model takes no seed: weights use PyTorch's default initialisation, so call
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.limits import check_parameters
 from diffeoprobe.validate import check_choice, check_int
 
 __all__ = ["ACTIVATIONS", "HEADS", "PADDINGS", "POOLINGS", "GlobalAvgPool", "SimpleCNN"]
@@ -94,6 +96,52 @@ def _default_widths(depth: int) -> list[int]:
     return [_BASE_WIDTH * 2 ** (k // 2) for k in range(1, depth + 1)]
 
 
+def _estimate_parameters(
+    in_channels: int,
+    num_classes: int,
+    dim: int,
+    depth: int,
+    width: int | Sequence[int] | None,
+    filter_size: int | Sequence[int],
+) -> float | None:
+    """About the number of weights of the net, without building it (``None``: leave odd values to
+    the checks that follow). Uniform widths and filters take a closed form; otherwise the sum runs
+    layer by layer and stops past 1e300.
+    """
+
+    def per_layer(value: object) -> Callable[[int], float] | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return lambda i: float(value)
+        if (
+            isinstance(value, Sequence)
+            and not isinstance(value, str)
+            and len(value) == depth
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            return lambda i: float(value[i])
+        return None
+
+    widths = (
+        (lambda i: _BASE_WIDTH * 2.0 ** min(1000, (i + 1) // 2))
+        if width is None
+        else per_layer(width)
+    )
+    filters = per_layer(filter_size)
+    if widths is None or filters is None:
+        return None
+    if isinstance(width, int) and isinstance(filter_size, int):
+        w, taps = float(width), float(filter_size) ** dim
+        return taps * w * (in_channels + (depth - 1) * w) + 3 * depth * w + (w + 1) * num_classes
+    total, channels = 0.0, float(in_channels)
+    for i in range(depth):
+        w = widths(i)
+        total += channels * w * filters(i) ** dim + 3 * w  # conv weights, bias, norm
+        channels = w
+        if total > 1e300:
+            return math.inf
+    return total + (channels + 1) * num_classes
+
+
 def _check_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise DiffeoProbeError(f"{name} must be True or False, got {value!r}")
@@ -160,6 +208,9 @@ class SimpleCNN(nn.Sequential):
         num_classes = check_int(num_classes, "num_classes", minimum=1)
         dim = check_int(dim, "dim", minimum=1, maximum=2)
         depth = check_int(depth, "depth", minimum=1)
+        estimate = _estimate_parameters(in_channels, num_classes, dim, depth, width, filter_size)
+        if estimate is not None:  # before any list of depth entries or any layer is built
+            check_parameters("depth, width and filter_size", estimate, modules=5 * depth)
         widths = _default_widths(depth) if width is None else _per_layer(width, "width", depth)
         filters = _per_layer(filter_size, "filter_size", depth)
         strides = _per_layer(stride, "stride", depth)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffeoprobe.limits import check_parameters
 from diffeoprobe.validate import check_choice, check_int
 
 from .simple_cnn import _check_bool
@@ -61,6 +62,9 @@ class VGG(nn.Module):
         num_classes = check_int(num_classes, "num_classes", minimum=1)
         check_choice(config, "config", tuple(CONFIGS))
         _check_bool(batch_norm, "batch_norm")
+        widths = [float(channels)] + [float(e) for e in CONFIGS[config] if e != "M"]
+        weights = sum(9 * a * b for a, b in zip(widths, widths[1:], strict=False))
+        check_parameters("in_channels and num_classes", weights + widths[-1] * num_classes)
         layers: list[nn.Module] = []
         for entry in CONFIGS[config]:
             if entry == "M":

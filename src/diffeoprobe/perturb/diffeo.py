@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from diffeoprobe.config import INTERPOLATIONS
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.limits import check_memory
 from diffeoprobe.validate import (
     MAX_TEMPERATURE,
     check_choice,
@@ -44,6 +45,7 @@ __all__ = [
     "GAUSSIAN_SIGMA",
     "GAUSSIAN_WINDOW",
     "deform",
+    "deform_memory",
     "remap",
     "sample_displacement",
     "temperature_for",
@@ -167,6 +169,12 @@ def sample_displacement(
 
     ndim = len(size)
     work = torch.float64 if dtype == torch.float64 else torch.float32
+    cut_part, field = deform_memory(batch, size, cut, "gaussian", 8 if work == torch.float64 else 4)
+    check_memory(
+        "cut" if cut_part >= field else "batch and size",
+        cut_part + field,
+        f"{batch} displacement fields of size {size} (cut {cut})",
+    )
     coeffs = _coefficients(batch, ndim, temperature, cut, generator, device, work)
     return _field(coeffs, size).to(dtype)
 
@@ -296,6 +304,50 @@ def temperature_range(size: int | Sequence[int], cut: int = 3) -> tuple[float, f
     size = _formula_size(size)
     per_t, delta_max = _delta2_per_temperature(size, check_cut(cut))
     return 0.25 / per_t, delta_max**2 / per_t
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+
+def deform_memory(
+    batch: int,
+    size: Sequence[int],
+    cut: int,
+    interp: str = "bilinear",
+    itemsize: int = 4,
+    channels: int = 1,
+) -> tuple[float, float]:
+    """Bytes :func:`deform` allocates for ``batch`` images, as ``(cut's part, the images' part)``.
+
+    The cut's part grows with ``c^ndim`` and ``c n``: the mode weights (``c^ndim``, float64), the
+    coefficients (``B ndim c^ndim``, drawn in float64 and cast), the sine tables (``n c`` per axis,
+    the column table ``2 ndim c W``) and the per-row sums (``B H ndim c``; the Gaussian path's
+    ``einsum`` holds ``B ndim c n`` instead). The images' part is the input copy, the output and
+    the sampling grid (``B ndim pixels``); the Gaussian path adds the field and its windows.
+
+    >>> cut_part, images = deform_memory(256, (32, 32), 3)
+    >>> round(cut_part / 1e3), round(images / 1e6)
+    (297, 7)
+    """
+    ndim, pixels = len(size), math.prod(float(n) for n in size)
+    modes = float(cut) ** ndim
+    rows = float(size[0]) if ndim == 2 else 1.0
+    longest = float(max(size))
+    cut_part = 32 * modes + batch * ndim * modes * (16 + itemsize)  # weights; coefficients
+    cut_part += sum(16.0 * n * cut for n in size) + 2 * ndim * cut * size[-1] * (8 + itemsize)
+    cut_part += batch * ndim * cut * (longest if interp == "gaussian" else rows) * itemsize
+    per_image = channels * pixels * 3 + ndim * pixels * (2 if interp != "gaussian" else 8)
+    return cut_part, batch * per_image * itemsize
+
+
+def _check_memory(x: torch.Tensor, cut: int, interp: str, name: str = "x") -> None:
+    """Refuse a :func:`deform` of ``x`` whose fields or images would pass the memory limit."""
+    itemsize = 8 if x.dtype == torch.float64 else 4
+    cut_part, images = deform_memory(
+        x.shape[0], tuple(x.shape[2:]), cut, interp, itemsize, x.shape[1]
+    )
+    what = f"the deformation of {x.shape[0]} images of shape {tuple(x.shape[1:])}"
+    check_memory("cut" if cut_part >= images else name, cut_part + images, what + f" (cut {cut})")
 
 
 # --- resampling ------------------------------------------------------------------------------------
@@ -617,6 +669,7 @@ def deform(
     check_choice(interp, "interp", INTERPOLATIONS)
     if temperature == 0:
         return x.clone()
+    _check_memory(x, cut, interp)
     size = tuple(x.shape[2:])
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     coeffs = _coefficients(x.shape[0], len(size), temperature, cut, generator, x.device, work)

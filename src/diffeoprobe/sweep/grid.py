@@ -32,6 +32,7 @@ from diffeoprobe.config import (
     validate,
 )
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.limits import check_runs
 
 __all__ = ["GRID_KEYS", "RunSpec", "describe", "expand_grid", "load_grid", "run_id"]
 
@@ -113,10 +114,15 @@ def expand_grid(
             close = difflib.get_close_matches(wanted, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; sub-grids: {', '.join(names)}"
             raise DiffeoProbeError(f"only: {source} has no sub-grid {wanted!r}{hint}")
+    chosen = [
+        leaf
+        for leaf in leaves
+        if not only or any(leaf[1] == w or leaf[1].startswith(w + "/") for w in only)
+    ]
+    runs = sum(math.prod(len(values) for _, values in axes.values()) for *_, axes in chosen)
+    check_runs(runs, f"{source}: axes")
     specs: dict[str, RunSpec] = {}
-    for where, name, fixed, axes in leaves:
-        if only and not any(name == w or name.startswith(w + "/") for w in only):
-            continue
+    for where, name, fixed, axes in chosen:
         for spec in _product(where, name, fixed, axes):
             specs.setdefault(spec.id, spec)
     return list(specs.values())
@@ -227,12 +233,19 @@ def _node_axes(
             raise DiffeoProbeError(
                 f"{where}: an axis takes a non-empty list of values, got {values!r} (a single value goes under train: or measure:)"
             )
+        kept = [v for a, (_, v) in axes.items() if not _overlaps(a, path)]
+        check_runs(len(values) * math.prod(map(len, kept)), where)  # before checking each value
         for index, value in enumerate(values):
             list(_assignments(path, value, f"{where}[{index}]"))  # checks each value in place
         for inherited in [a for a in axes if a.startswith(path + ".") or path.startswith(a + ".")]:
             del axes[inherited]
         axes[path] = (where, values)
     return axes
+
+
+def _overlaps(axis: str, path: str) -> bool:
+    """Whether ``axis`` is ``path``, inside it or encloses it (one replaces the other)."""
+    return axis == path or axis.startswith(path + ".") or path.startswith(axis + ".")
 
 
 def _is_field(cls: type, name: object) -> bool:
