@@ -391,6 +391,12 @@ def _load_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
     common = dict(data_dir=config.data_dir, seed=config.seed, **config.dataset_options)
     train_set = datasets.build(config.dataset, split="train", **common)
     test_set = datasets.build(config.dataset, split="test", **common)
+    for split, part in (("train", train_set), ("test", test_set)):
+        if size(part) == 0:
+            raise DiffeoProbeError(
+                f"dataset {config.dataset!r}: its {split} split is empty; training needs images "
+                "in both splits"
+            )
     if config.train_size is not None:
         if config.train_size > size(train_set):
             raise DiffeoProbeError(

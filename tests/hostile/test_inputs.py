@@ -483,3 +483,32 @@ def test_boolean_options_in_configs_and_set(tmp_path) -> None:
     with pytest.raises(DiffeoProbeError, match=r"--set .*download.*true or false, got 'maybe'"):
         apply_overrides(preset, {"zoo_dataset": "cifar10", "zoo_dataset_options": "download=maybe"})
     assert json.dumps(apply_overrides(preset, {"zoo_dataset_options": "d=12"}).zoo_dataset_options)
+
+
+def test_an_empty_data_set_is_one_line(monkeypatch, capsys, tmp_path) -> None:
+    from diffeoprobe.data import DATASETS
+
+    def empty(*, split: str = "test", seed: int = 0) -> torch.utils.data.TensorDataset:
+        return torch.utils.data.TensorDataset(torch.zeros(0, 1, 8), torch.zeros(0).long())
+
+    monkeypatch.setitem(DATASETS._factories, "empty", empty)
+    with pytest.raises(DiffeoProbeError, match="dataset 'empty': its train split is empty"):
+        dp.train(small_train(dataset="empty", dataset_options={}), tmp_path / "run")
+    code, _, err = cli(monkeypatch, capsys, "measure", "--dataset", "empty")
+    assert "holds 0 image(s)" in one_line_error(code, err)
+    code, _, err = cli(monkeypatch, capsys, "deform", "--dataset", "empty", "--out", "x.png")
+    assert "the test split is empty" in one_line_error(code, err)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["measure", "--seed", "abc"], "Invalid value for '--seed'"),
+        (["measure", "--nope"], "No such option: --nope"),
+        (["sweep"], "Missing argument 'grid'"),
+    ],
+)
+def test_usage_errors_are_one_line(monkeypatch, capsys, args, needle) -> None:
+    code, _, err = cli(monkeypatch, capsys, *args)
+    line = one_line_error(code, err)
+    assert needle in line and line.endswith("--help)")

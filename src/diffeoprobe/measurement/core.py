@@ -190,8 +190,8 @@ def measure(
     was_training = model.training
     model.eval()
     try:
+        plan = plan_capture(model, layers, capture)  # checks layers and capture first
         check_model_fits(model, first.to(device))
-        plan = plan_capture(model, layers, capture)
         want_input = layers is None or "input" in layers
         want_output = layers is None or "output" in layers
         state = _MeasureState(set(plan.selected), layers is None)
