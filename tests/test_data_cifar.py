@@ -285,7 +285,7 @@ def test_missing_cifar10_says_what_to_put_where_and_how_to_download(tmp_path, mo
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "c58f30108f718f92721af3b95e74349a",
         "download=True",
-        "--download",
+        "-d download=true",
         CIFAR10_DIR,
     ):
         assert part in message

@@ -95,7 +95,7 @@ def test_missing_files_error_lists_name_url_checksum_and_download_flag(tmp_path)
     message = str(missing_files_error("demo", tmp_path, [remote]))
     for part in ("'demo'", str(tmp_path), "a.bin from https://example.org/a.bin", "ab" * 16):
         assert part in message
-    assert "download=True" in message and "--download" in message
+    assert "download=True" in message and "-d download=true" in message
 
 
 def idx_gz(array: np.ndarray) -> bytes:

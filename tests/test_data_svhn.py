@@ -105,7 +105,7 @@ def test_missing_svhn_says_what_to_put_where_and_how_to_download(tmp_path):
         "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
         "e26dedcc434d2e4c54c9b2d4a06d8373",
         "download=True",
-        "--download",
+        "-d download=true",
     ):
         assert part in message
 

@@ -223,9 +223,24 @@ def test_training_mode_restored_and_hooks_removed() -> None:
     assert all(not m._forward_hooks for m in net.modules())
 
 
+class FailsLater(nn.Module):
+    """Passes the probe batch measure sends first, then fails inside the measured forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("failed in the measured forward")
+        return self.conv(x)
+
+
 def test_hooks_removed_when_the_forward_fails() -> None:
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Linear(5, 5))  # shape error in the second layer
-    with pytest.raises(RuntimeError):
+    net = FailsLater()
+    with pytest.raises(RuntimeError, match="measured forward"):
         dp.measure(net, images(8), capture="hooks")
     assert all(not m._forward_hooks for m in net.modules())
 

@@ -177,5 +177,5 @@ def test_registry_refuses_unknown_options_and_data_dir(tmp_path):
 
 
 def test_unknown_dataset_lists_the_available_ones():
-    with pytest.raises(DiffeoProbeError, match="fashionmnist, mnist, scale-detection"):
+    with pytest.raises(DiffeoProbeError, match="fashionmnist, folder, mnist, scale-detection"):
         build("cifar")

@@ -747,6 +747,8 @@ def test_each_pool_worker_gets_its_own_gpu(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(driver, "local_gpus", lambda: ("0", "1"))
+    # the driver believes the machine has CUDA (no refusal up front); the worker processes do not
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     specs = expand_grid({"train": {**TINY, "device": "cuda"}, "axes": {"seed": [0, 1, 2, 3]}})
     result = run_sweep(specs, tmp_path, executor="local", threads=1)  # workers: one per GPU
     assert sorted(result.failed) == sorted(s.id for s in specs)

@@ -239,7 +239,7 @@ def _validate_measure(config: MeasureConfig, name: Callable[[str], str]) -> None
 
 
 def _validate_train(config: TrainConfig, name: Callable[[str], str]) -> None:
-    from diffeoprobe.validate import check_choice, check_int, check_positive
+    from diffeoprobe.validate import check_choice, check_int, check_positive, check_seed
 
     if ":" not in str(config.model):  # module.path:factory and timm:NAME are checked when built
         from diffeoprobe.models import MODELS
@@ -251,7 +251,7 @@ def _validate_train(config: TrainConfig, name: Callable[[str], str]) -> None:
     check_int(config.epochs, name("epochs"), minimum=1)
     check_int(config.batch_size, name("batch_size"), minimum=1)
     check_int(config.checkpoints, name("checkpoints"), minimum=0)
-    check_int(config.seed, name("seed"), minimum=0)
+    check_seed(config.seed, name("seed"))
     for size in ("train_size", "test_size"):
         if getattr(config, size) is not None:
             check_int(getattr(config, size), name(size), minimum=1)

@@ -62,6 +62,7 @@ from diffeoprobe import runs
 from diffeoprobe.config import MeasureConfig, TrainConfig, to_dict
 from diffeoprobe.data.tensors import head, labels, take
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.measurement.fit import PROBE_IMAGES, check_model_fits
 from diffeoprobe.training import (
     EVAL_BATCH,
     TRAIN_EVAL_MAX,
@@ -347,6 +348,7 @@ class _Member:
             num_classes=num_classes,
             input_size=x_test.shape[-1],
         ).to(device)
+        check_model_fits(model, x_test[:PROBE_IMAGES].to(device), name=config.model)
         if config.channels_last and x_test.dim() == 4:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
         rng = torch.get_rng_state()

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from diffeoprobe.atomic import atomic_write_bytes  # noqa: E402
+from diffeoprobe.atomic import atomic_write_bytes, write_or_keep  # noqa: E402
 from diffeoprobe.perturb import deform, temperature_range, typical_displacement  # noqa: E402
 
 __all__ = [
@@ -88,12 +88,18 @@ def deform_grid(
     return fig
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
-    """Write ``fig`` atomically in the format given by the suffix (png, pdf, svg), then close it."""
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150, *, keep: bool = False) -> Path:
+    """Write ``fig`` atomically in the format given by the suffix (png, pdf, svg), then close it.
+
+    ``keep``: a failed write (full disk) saves the image to a temporary file and raises a
+    DiffeoProbeError naming it (:func:`~diffeoprobe.atomic.write_or_keep`).
+    """
     path = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lstrip(".").lower(), dpi=dpi)
     plt.close(fig)
+    if keep:
+        return write_or_keep(path, buffer.getvalue())
     return atomic_write_bytes(path, buffer.getvalue())
 
 

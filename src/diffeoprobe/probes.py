@@ -28,7 +28,7 @@ from torch import nn
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.measurement import measure
 from diffeoprobe.measurement.core import MeasureOptions, ProbeData
-from diffeoprobe.validate import check_int, check_size
+from diffeoprobe.validate import check_int, check_seed, check_size
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -360,7 +360,7 @@ def shuffled_sensitivities(
     """
     _convolutions(model)
     permutations = check_int(permutations, "permutations", minimum=1)
-    seed = check_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     if isinstance(data, Iterator):
         raise DiffeoProbeError(
             "data: a one-shot iterator cannot be measured several times; pass a tensor, a Dataset or a DataLoader"

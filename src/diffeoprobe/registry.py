@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Generic, TypeVar
 
 from diffeoprobe.errors import DiffeoProbeError
@@ -91,11 +91,14 @@ class Registry(Generic[T]):
     ) -> None:
         """Refuse an option the factory does not take: the message names the closest accepted one
         and lists them all. ``extra``: options the caller handles itself (accepted too);
-        ``where``: the setting's place (``model_options``), prefixed to the message.
+        ``where``: the setting's place (``model_options``), prefixed to the message. Given a
+        mapping, its values for options annotated ``bool`` must be ``True`` or ``False``.
         """
         accepted = [*self.options(name), *extra]
         unknown = [o for o in options if o not in accepted]
         if not unknown:
+            if isinstance(options, Mapping):
+                self.check_values(name, options, where=where)
             return
         close = difflib.get_close_matches(str(unknown[0]), accepted, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -105,3 +108,19 @@ class Registry(Generic[T]):
             f"{prefix}{self.kind} {name!r} does not take {names}{note}; "
             f"{hint}it takes{' no options' if not accepted else ': ' + ', '.join(accepted)}"
         )
+
+    def check_values(self, name: str, options: Mapping[str, object], *, where: str = "") -> None:
+        """Refuse a value that is not ``True``/``False`` for an option annotated ``bool``: a
+        string such as ``"maybe"`` would otherwise count as true. Other options are left to the
+        factory (and unknown names to :meth:`check_options`).
+        """
+        parameters = inspect.signature(self.get(name)).parameters
+        for key, value in options.items():
+            parameter = parameters.get(key)
+            if parameter is None or parameter.annotation not in (bool, "bool"):
+                continue
+            if not isinstance(value, bool):
+                prefix = f"{where}.{key}" if where else key
+                raise DiffeoProbeError(
+                    f"{prefix}: {self.kind} {name!r} takes true or false, got {value!r}"
+                )

@@ -15,12 +15,13 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from diffeoprobe.atomic import atomic_write_bytes
+from diffeoprobe.atomic import atomic_write_bytes, write_or_keep
 from diffeoprobe.errors import DiffeoProbeError
 
 __all__ = [
@@ -53,8 +54,13 @@ def check_table_path(path: str | Path) -> Path:
     return path
 
 
-def write_table(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a result table as Parquet (with ``table.attrs`` as JSON metadata) or CSV, atomically."""
+def write_table(table: pd.DataFrame, path: str | Path, *, keep: bool = False) -> Path:
+    """Write a result table as Parquet (with ``table.attrs`` as JSON metadata) or CSV, atomically.
+
+    ``keep``: a failed write (full disk) saves the table to a temporary file and raises a
+    DiffeoProbeError naming it (:func:`~diffeoprobe.atomic.write_or_keep`), for commands that
+    computed it at length.
+    """
     path = check_table_path(path)
     buffer = io.BytesIO()
     if path.suffix.lower() == ".csv":
@@ -63,6 +69,8 @@ def write_table(table: pd.DataFrame, path: str | Path) -> Path:
         out = table.copy()
         out.attrs = json.loads(json.dumps(table.attrs, default=str))
         out.to_parquet(buffer, index=False)
+    if keep:
+        return write_or_keep(path, buffer.getvalue())
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -100,16 +108,18 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
             state = load_file(str(path))
         else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = _load_tensors(path)
             if isinstance(loaded, dict) and "state_dict" in loaded:
                 loaded = loaded["state_dict"]
             state = loaded
     except Exception as exc:
         raise DiffeoProbeError(
-            f"checkpoint {str(path)!r} could not be read ({type(exc).__name__}: {exc})"
-        ) from exc
-    if not isinstance(state, dict):
-        raise DiffeoProbeError(f"checkpoint {str(path)!r} does not hold a state dict")
+            f"checkpoint {str(path)!r} could not be read ({_unreadable(exc)})"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DiffeoProbeError(
+            f"checkpoint {str(path)!r} does not hold a state dict (names -> tensors)"
+        )
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -129,6 +139,30 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         )
     model.load_state_dict(state)
     return model
+
+
+def _load_tensors(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` without torch's warnings about the pickle protocol."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unreadable(exc: BaseException) -> str:
+    """One line on why a weights file could not be read; never torch's advice to load it with
+    ``weights_only=False`` (that runs whatever code the file holds).
+    """
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return (
+            "it holds Python objects besides tensors, which are not loaded since unpickling them "
+            "can run code; save plain weights: safetensors, or torch.save(model.state_dict())"
+        )
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _few(items: list[str], limit: int = 6) -> str:
@@ -203,9 +237,14 @@ def save_training_state(path: str | Path, state: dict) -> Path:
 def load_training_state(path: str | Path) -> dict:
     """Read a state written by :func:`save_training_state` with ``weights_only=True``."""
     try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
+        state = _load_tensors(Path(path))
     except Exception as exc:
-        raise DiffeoProbeError(f"training state {str(path)!r} could not be read ({exc})") from exc
+        raise DiffeoProbeError(
+            f"training state {str(path)!r} could not be read ({_unreadable(exc)})"
+        ) from None
+    if not isinstance(state, dict):
+        raise DiffeoProbeError(f"training state {str(path)!r} does not hold a dict")
+    return state
 
 
 _HELD: dict[tuple[int, int], tuple[int, int]] = {}  # (st_dev, st_ino) -> (pid, thread) holding it

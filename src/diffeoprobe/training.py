@@ -24,9 +24,12 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from diffeoprobe import runs
+from diffeoprobe.atomic import check_out_dir
 from diffeoprobe.config import MeasureConfig, TrainConfig, measure_arguments, to_dict, validate
 from diffeoprobe.data.tensors import head, labels, size, take
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.measurement.fit import PROBE_IMAGES, check_model_fits
+from diffeoprobe.validate import check_device
 
 __all__ = [
     "EVAL_BATCH",
@@ -81,8 +84,7 @@ def check_config(config: TrainConfig, measure: MeasureConfig | None = None) -> N
     validate(config)
     if measure is not None:
         validate(measure)
-    if str(config.device).startswith("cuda") and not torch.cuda.is_available():
-        raise DiffeoProbeError(f"device {config.device!r}: CUDA is not available on this machine")
+    check_device(config.device)
 
 
 def train(
@@ -120,9 +122,7 @@ def train(
     check_config(config, measure)
     if out is None:
         return _train(config, None, measure, progress, log)
-    run_dir = Path(out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise DiffeoProbeError(f"out: {str(run_dir)!r} is a file, not a directory")
+    run_dir = check_out_dir(out, flag="out")
     with _run_lock(run_dir):
         return _train(config, run_dir, measure, progress, log)
 
@@ -206,6 +206,7 @@ def _train(  # noqa: C901
     model = _build_model(
         config, in_channels=x_test.shape[1], num_classes=num_classes, input_size=x_test.shape[-1]
     ).to(device)
+    check_model_fits(model, x_test[:PROBE_IMAGES].to(device), name=config.model)
     if config.channels_last and x_test.dim() == 4:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = _optimizer(config, model)
@@ -390,6 +391,12 @@ def _load_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
     common = dict(data_dir=config.data_dir, seed=config.seed, **config.dataset_options)
     train_set = datasets.build(config.dataset, split="train", **common)
     test_set = datasets.build(config.dataset, split="test", **common)
+    for split, part in (("train", train_set), ("test", test_set)):
+        if size(part) == 0:
+            raise DiffeoProbeError(
+                f"dataset {config.dataset!r}: its {split} split is empty; training needs images "
+                "in both splits"
+            )
     if config.train_size is not None:
         if config.train_size > size(train_set):
             raise DiffeoProbeError(

@@ -15,11 +15,14 @@ import torch
 from diffeoprobe.errors import DiffeoProbeError
 
 __all__ = [
+    "MAX_SEED",
     "MAX_TEMPERATURE",
     "check_choice",
     "check_cut",
+    "check_device",
     "check_int",
     "check_positive",
+    "check_seed",
     "check_signal",
     "check_size",
     "check_temperature",
@@ -121,3 +124,47 @@ def check_signal(x: object, name: str = "x") -> torch.Tensor:
     if x.numel() == 0:
         raise DiffeoProbeError(f"{name} must not be empty, got shape {tuple(x.shape)}")
     return x
+
+
+MAX_SEED = 2**64 - 1
+"""The largest seed accepted anywhere: ``torch.manual_seed`` and ``torch.Generator.manual_seed``
+take 64-bit seeds and overflow past them."""
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """A seed: an integer in ``[0, MAX_SEED]`` (64 bits)."""
+    return check_int(seed, name, minimum=0, maximum=MAX_SEED)
+
+
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(device: object, name: str = "device") -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` (a ``torch.device`` too), present on this machine.
+
+    Raises:
+        DiffeoProbeError: another spelling (``tpu``), or CUDA asked for where there is none or
+            not that many GPUs.
+    """
+    allowed = "cpu, cuda or cuda:N"
+    try:
+        value = device if isinstance(device, torch.device) else torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise DiffeoProbeError(f"{name} must be {allowed}, got {device!r}") from None
+    if value.type not in _DEVICE_TYPES:
+        raise DiffeoProbeError(f"{name} must be {allowed}, got {device!r}")
+    if value.type == "mps" and not torch.backends.mps.is_available():
+        raise DiffeoProbeError(
+            f"{name} {str(device)!r}: MPS is not available on this machine; use cpu"
+        )
+    if value.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DiffeoProbeError(
+                f"{name} {str(device)!r}: CUDA is not available on this machine; use cpu"
+            )
+        count = torch.cuda.device_count()
+        if value.index is not None and value.index >= count:
+            raise DiffeoProbeError(
+                f"{name} {str(device)!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+    return value

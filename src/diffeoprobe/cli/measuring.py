@@ -72,28 +72,32 @@ def measure(
 
     from diffeoprobe import measure as run_measure
     from diffeoprobe import models
+    from diffeoprobe.atomic import check_out_file
     from diffeoprobe.config import measure_arguments, validate
     from diffeoprobe.data import available
     from diffeoprobe.data.tensors import labels
-    from diffeoprobe.runs import check_table_path, load_weights, write_table
+    from diffeoprobe.measurement import check_model_fits
+    from diffeoprobe.runs import TABLE_FORMATS, load_weights, write_table
+    from diffeoprobe.validate import check_device, check_seed
 
     if list_names:
         console.print("models:   " + ", ".join(models.available()))
         console.print("datasets: " + ", ".join(available()))
         return
     if out is not None:
-        check_table_path(out)
+        check_out_file(out, suffixes=TABLE_FORMATS)
     assert configs is not None  # built from the options by config_options
     settings = validate(configs[MeasureConfig], flags=True)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DiffeoProbeError(
-            f"--device {device!r}: CUDA is not available on this machine; use --device cpu"
-        )
+    check_seed(seed, "--seed")
+    check_device(device, "--device")
     layer_names = [name.strip() for name in layers.split(",")] if layers else None
     data_options = parse_options(dataset_option, "--dataset-option")
     data = load_probe(dataset, split, data_dir, seed, data_options)
-    if len(data) == 0:
-        raise DiffeoProbeError(f"--dataset {dataset!r} split {split!r} is empty")
+    if len(data) < 2:
+        raise DiffeoProbeError(
+            f"--dataset {dataset!r} split {split!r} holds {len(data)} image(s); measure needs "
+            "at least 2"
+        )
     x0, _ = data[0]
     model = model or ("simplecnn1d" if x0.dim() == 2 else "simplecnn")
     arguments = measure_arguments(settings, dataset=dataset, dataset_options=data_options)
@@ -107,6 +111,8 @@ def measure(
     )
     if checkpoint is not None:
         load_weights(net, checkpoint)
+    probe = torch.stack([data[i][0] for i in range(2)])
+    check_model_fits(net.to(device), probe.to(device), name=model)
     table = run_measure(
         net,
         data,
@@ -128,7 +134,7 @@ def measure(
         f"{model} on {dataset} ({split}, P = {int(table['n'].iloc[0])}, {temp})",
     )
     if out is not None:
-        write_table(table, out)
+        write_table(table, out, keep=True)
         console.print(f"wrote {out}")
 
 
@@ -153,19 +159,33 @@ def deform(
     """
     import torch
 
+    from diffeoprobe.atomic import check_out_file
+    from diffeoprobe.config import INTERPOLATIONS
     from diffeoprobe.plots import deform_grid, save_figure
-    from diffeoprobe.validate import check_cut, check_int
+    from diffeoprobe.validate import check_choice, check_cut, check_int, check_seed
 
     check_int(images, "--images", minimum=1, maximum=64)
     check_int(temperatures, "--temperatures", minimum=1, maximum=32)
     check_cut(cut, "--cut")
-    if out.suffix.lower() != ".png":
-        raise DiffeoProbeError(f"--out must end in .png, got {str(out)!r}")
+    check_choice(interp, "--interp", INTERPOLATIONS)
+    check_seed(seed, "--seed")
+    check_out_file(out, suffixes=(".png",))
     data = load_probe(
         dataset, "test", data_dir, seed, parse_options(dataset_option, "--dataset-option")
     )
+    if len(data) == 0:
+        raise DiffeoProbeError(f"--dataset {dataset!r}: the test split is empty")
     x = torch.stack([data[i][0] for i in range(min(images, len(data)))])
-    save_figure(deform_grid(x, temperatures=temperatures, cut=cut, interp=interp, seed=seed), out)
+    if x.dim() != 4:
+        raise DiffeoProbeError(
+            f"--dataset {dataset!r} holds 1D signals of shape {tuple(x.shape[1:])}; deform draws "
+            "2D images (for scale-detection: -d dim=2)"
+        )
+    save_figure(
+        deform_grid(x, temperatures=temperatures, cut=cut, interp=interp, seed=seed),
+        out,
+        keep=True,
+    )
     console.print(f"wrote {out}")
 
 
@@ -185,11 +205,14 @@ def theory(
 
     Example: diffeoprobe theory --stride 1 --filter 2 --depth 12 --activation relu --out -
     """
-    from diffeoprobe.runs import check_table_path, write_table
+    from diffeoprobe.atomic import check_out_file
+    from diffeoprobe.runs import TABLE_FORMATS, write_table
     from diffeoprobe.theory import theory_table
+    from diffeoprobe.validate import check_seed
 
+    check_seed(seed, "--seed")
     if out not in (None, "-"):
-        check_table_path(out)
+        check_out_file(out, suffixes=TABLE_FORMATS)
     table = theory_table(
         dim=dim,
         depth=depth,
@@ -214,5 +237,5 @@ def theory(
         )
     console.print(view)
     if out is not None:
-        write_table(table, out)
+        write_table(table, out, keep=True)
         console.print(f"wrote {out}")

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from diffeoprobe.config import from_dict
-from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.errors import DiffeoProbeError, one_line
 
 __all__ = ["config_options", "console", "parse_options", "print_sensitivities"]
 
@@ -36,7 +36,7 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, object]:
             out[key.strip().replace("-", "_")] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise DiffeoProbeError(
-                f"{flag} {pair!r}: the value is not valid YAML ({exc})"
+                f"{flag} {pair!r}: the value is not valid YAML ({one_line(exc)})"
             ) from None
     return out
 

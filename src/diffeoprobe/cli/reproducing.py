@@ -115,6 +115,9 @@ def reproduce(
     chosen = apply_overrides(get_preset(preset), overrides)
     figure_specs(chosen, only)
     out = out or Path("out") / preset
+    from diffeoprobe.atomic import check_out_dir
+
+    check_out_dir(out)
     if overrides:
         console.print(f"preset {preset} with {describe_overrides(overrides)}", markup=False)
     result = run_reproduce(

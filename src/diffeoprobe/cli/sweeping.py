@@ -77,7 +77,12 @@ def sweep(
       diffeoprobe sweep grid.yaml --out s3://bucket/sweep --stage /scratch/sweep
     """
     from diffeoprobe import processes
+    from diffeoprobe.atomic import check_out_dir
 
+    if "://" not in out:
+        check_out_dir(out)
+    if stage is not None:
+        check_out_dir(stage, flag="--stage")
     if executor == "dask" and scheduler is None and not dry_run:
         # the LocalCluster's workers fork from this server: it imports torch and the training
         # code on another core while this process imports its own (no torch imported so far)
@@ -147,16 +152,17 @@ def results(
       diffeoprobe results runs/quick --runs
       diffeoprobe results runs/quick --sql "SELECT model_options_depth, avg(R) FROM results WHERE layer = 'output' GROUP BY 1"
     """
-    from diffeoprobe.runs import check_table_path
+    from diffeoprobe.atomic import check_out_file
+    from diffeoprobe.runs import TABLE_FORMATS
     from diffeoprobe.sweep import results as store
 
     if out is not None:
-        check_table_path(out)
+        check_out_file(out, suffixes=TABLE_FORMATS)
     if sql is not None and (where is not None or runs):
         raise DiffeoProbeError("--sql is a whole query: use it without --where and --runs")
     table = store.query(directory, where=where, sql=sql, view="runs" if runs else "results")
     if out is not None:
-        store.export(table, out)
+        store.export(table, out, keep=True)
         console.print(f"wrote {len(table)} rows to {out}")
         return
     columns = list(table.columns)
@@ -193,15 +199,17 @@ def report(
 
     Example: diffeoprobe report runs/quick
     """
+    from diffeoprobe.atomic import check_out_dir
     from diffeoprobe.sweep import results as store
     from diffeoprobe.sweep.report import write_sweep_report
 
+    folder = out or (Path(directory) / "report" if "://" not in directory else Path("report"))
+    check_out_dir(folder, flag="--out" if out is not None else "the report folder")
     table = store.query(directory, where=where)
     if table.empty:
         raise DiffeoProbeError(
             f"{directory}: no finished run with a table matches; nothing to draw"
         )
-    folder = out or (Path(directory) / "report" if "://" not in directory else Path("report"))
     page = write_sweep_report(table, store.query(directory, view="runs"), folder)
     console.print(f"wrote {page}")
 

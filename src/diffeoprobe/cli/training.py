@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,9 @@ from diffeoprobe.config import MeasureConfig, TrainConfig
 from diffeoprobe.errors import DiffeoProbeError
 
 __all__ = ["register"]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def register(app: typer.Typer) -> None:
@@ -31,9 +34,11 @@ def train(
 
     Example: diffeoprobe train --model simplecnn --dataset fashionmnist --epochs 5 --lr 0.05 --measure --out runs/fm
     """
+    from diffeoprobe.atomic import check_out_dir
     from diffeoprobe.training import TrainingDiverged
     from diffeoprobe.training import train as run_training
 
+    check_out_dir(out)
     assert configs is not None  # built from the options by config_options
     config, measure_config = configs[TrainConfig], configs[MeasureConfig]
     try:
@@ -67,17 +72,27 @@ def plot(
 
     Example: diffeoprobe plot runs/fm runs/fm-seed1
     """
-    from diffeoprobe.plots import error_versus_r, layer_curves, save_figure
-    from diffeoprobe.runs import read_table
+    import pandas as pd
 
+    from diffeoprobe.atomic import check_out_dir
+    from diffeoprobe.plots import error_versus_r, layer_curves, save_figure
+
+    if out is not None:
+        check_out_dir(out)
     tables = []
+    usable: list[tuple[Path, pd.DataFrame]] = []
     for run_dir in run_dirs:
-        path = run_dir / "table.parquet"
-        if not path.is_file():
-            raise DiffeoProbeError(
-                f"{str(run_dir)!r} has no table.parquet: run `diffeoprobe train --measure --out {run_dir}` (to its end) first"
-            )
-        table = read_table(path)
+        table = _run_table(run_dir)
+        if table is not None:
+            if out is None:
+                check_out_dir(run_dir / "figures")
+            usable.append((run_dir, table))
+    if not usable:
+        raise DiffeoProbeError(
+            "plot: none of the run directories holds a usable table.parquet (each is named in a "
+            "warning above)"
+        )
+    for run_dir, table in usable:
         table["run"] = str(run_dir)
         tables.append(table)
         folder = out or run_dir / "figures"
@@ -87,11 +102,41 @@ def plot(
             )
         console.print(f"wrote {folder / (run_dir.name + '-layers.png')}")
     if len(tables) > 1 or out is not None:
-        import pandas as pd
-
         folder = out or run_dirs[0] / "figures"
         for suffix in (".png", ".pdf"):
             save_figure(
                 error_versus_r(pd.concat(tables, ignore_index=True)), folder / f"error-vs-R{suffix}"
             )
         console.print(f"wrote {folder / 'error-vs-R.png'}")
+
+
+def _run_table(run_dir: Path) -> pd.DataFrame | None:
+    """``run_dir/table.parquet``; ``None``, with a one-line warning, when it is corrupt or lacks
+    a column the figures need.
+
+    Raises:
+        DiffeoProbeError: there is no table (the run was not measured, or has not finished).
+    """
+    import warnings
+
+    from diffeoprobe.errors import DiffeoProbeWarning
+    from diffeoprobe.runs import read_table
+    from diffeoprobe.sweep.results import TABLE_COLUMNS
+
+    path = run_dir / "table.parquet"
+    if not path.is_file():
+        raise DiffeoProbeError(
+            f"{str(run_dir)!r} has no table.parquet: run `diffeoprobe train --measure --out {run_dir}` (to its end) first"
+        )
+    try:
+        table = read_table(path)
+    except Exception as exc:  # a truncated or foreign file: pyarrow's errors vary
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        reason = f"table.parquet is not a readable Parquet file ({first})"
+    else:
+        missing = [c for c in (*TABLE_COLUMNS, "test_error") if c not in table.columns]
+        if not missing:
+            return table
+        reason = f"table.parquet lacks the column(s) {', '.join(missing)}"
+    warnings.warn(f"skipped run {run_dir}: {reason}", DiffeoProbeWarning, stacklevel=2)
+    return None

@@ -6,7 +6,15 @@ from .cifar import load_cifar10
 from .download import download
 from .idx import load_idx_dataset, read_idx
 from .noisy import NoisyDataset
-from .registry import DATASETS, SPLITS, WRAPPER_OPTIONS, available, build, default_data_dir
+from .registry import (
+    DATASETS,
+    SPLITS,
+    WRAPPER_OPTIONS,
+    available,
+    build,
+    default_data_dir,
+    missing_files,
+)
 from .scale_detection import scale_detection
 from .svhn import load_svhn
 from .transforms import NORMALIZATION, augment, horizontal_flip, normalize, random_crop
@@ -26,6 +34,7 @@ __all__ = [
     "load_cifar10",
     "load_idx_dataset",
     "load_svhn",
+    "missing_files",
     "normalize",
     "random_crop",
     "read_idx",

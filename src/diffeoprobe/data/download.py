@@ -1,7 +1,7 @@
 """Fetching data set files: a streamed, checksum-verified, atomic download with urllib.
 
-Nothing is downloaded unless asked for (``download=True`` on a data set, ``--download`` on the
-command line); a data set whose files are missing says which files to put where instead.
+Nothing is downloaded unless asked for (``download=True`` on a data set, ``-d download=true``
+on the command line); a data set whose files are missing says which files to put where instead.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def missing_files_error(
     extra = f"; {note}" if note else ""
     return DiffeoProbeError(
         f"dataset {dataset!r}: missing file(s) in {directory}{where}: put there {wanted}, or pass "
-        f"download=True (command line: --download) to fetch them{extra}"
+        f"download=True (command line: -d download=true) to fetch them{extra}"
     )
 
 

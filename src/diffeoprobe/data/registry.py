@@ -14,9 +14,9 @@ from torch.utils.data import Dataset, TensorDataset
 
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.registry import Registry
-from diffeoprobe.validate import check_choice, check_int, check_positive
+from diffeoprobe.validate import check_choice, check_positive, check_seed
 
-from .cifar import load_cifar10
+from .cifar import CIFAR10_ARCHIVE, CIFAR10_DIR, load_cifar10
 from .download import DATA_CACHE, fetch
 from .folder import image_folder, tensor_file
 from .idx import BASE_URLS, FASHION_MNIST_DIR, idx_remote_files, load_idx_dataset
@@ -26,7 +26,15 @@ from .svhn import load_svhn
 from .transforms import NORMALIZATION
 from .transforms import normalize as normalize_images
 
-__all__ = ["DATASETS", "SPLITS", "WRAPPER_OPTIONS", "available", "build", "default_data_dir"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "WRAPPER_OPTIONS",
+    "available",
+    "build",
+    "default_data_dir",
+    "missing_files",
+]
 
 DATASETS: Registry[TensorDataset] = Registry("dataset", passed=("split", "seed", "data_dir"))
 SPLITS = ("train", "test")
@@ -74,7 +82,7 @@ def build(
     ((8, 1, 16), torch.int64)
     """
     split = check_choice(split, "split", SPLITS)
-    seed = check_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     noise_norm = check_positive(noise_norm, "noise_norm", allow_zero=True)
     noise_mode = check_choice(noise_mode, "noise_mode", NOISE_MODES)
     if not isinstance(normalize, bool):
@@ -125,6 +133,44 @@ def default_data_dir(name: str) -> Path:
     return (DATA_CACHE / name).expanduser()
 
 
+def missing_files(name: str, data_dir: str | Path | None = None) -> str | None:
+    """Without reading them: which files of the file-backed data set ``name`` (both splits) are
+    absent from ``data_dir`` (or its default directory), as one line; ``None`` when none is (or
+    the data set reads no files). For refusing, once, a sweep none of whose runs could load it.
+    """
+    key = str(name).lower()
+    if key not in ("mnist", "fashionmnist", "cifar10", "svhn"):
+        return None
+    if data_dir is not None:
+        directory = Path(data_dir).expanduser()
+    elif key == "fashionmnist" and FASHION_MNIST_DIR.is_dir():
+        directory = FASHION_MNIST_DIR
+    else:
+        directory = default_data_dir(key)
+    if key in ("mnist", "fashionmnist"):
+        absent = [
+            r.name
+            for split in SPLITS
+            for r in idx_remote_files(key, split)
+            if not _idx_present(directory, r.name)
+        ]
+    elif key == "cifar10":
+        present = (directory / CIFAR10_ARCHIVE).is_file() or (directory / CIFAR10_DIR).is_dir()
+        absent = [] if present else [CIFAR10_ARCHIVE]
+    else:
+        absent = [
+            f"{split}_32x32.mat"
+            for split in SPLITS
+            if not (directory / f"{split}_32x32.mat").is_file()
+        ]
+    if not absent:
+        return None
+    return (
+        f"dataset {name!r}: {', '.join(absent)} missing in {directory}; put them there, or set "
+        "download: true in its options (command line: -d download=true)"
+    )
+
+
 def _idx_dataset(
     name: str,
     split: str,
@@ -141,7 +187,7 @@ def _idx_dataset(
     wanted = ", ".join(f"{r.name} (md5 {r.md5})" for r in remotes)
     how_to_get = (
         f"put {wanted} from {BASE_URLS[name]} into {directory}, or pass download=True (command "
-        f"line: --download) to fetch them{note}"
+        f"line: -d download=true) to fetch them{note}"
     )
     if data_dir is None:
         how_to_get = (

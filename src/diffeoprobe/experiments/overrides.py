@@ -122,7 +122,34 @@ def apply_overrides(preset: Preset, overrides: Mapping[str, str]) -> Preset:
             ) from None
         _check_range(key, value, where)
         changes[key] = value
-    return dataclasses.replace(preset, **changes)
+    result = dataclasses.replace(preset, **changes)
+    _check_option_values(result, overrides)
+    return result
+
+
+def _check_option_values(preset: Preset, overrides: Mapping[str, str]) -> None:
+    """Model and data set options set by ``overrides`` that their factories declare ``bool``
+    must be true or false (``download=maybe`` would otherwise count as true). Option names are
+    checked where the runs are configured.
+    """
+    from diffeoprobe.data import DATASETS
+    from diffeoprobe.models import MODELS
+
+    for key, text in overrides.items():
+        where = f"{FLAG} {key}={text}"
+        try:
+            if key in ("zoo_dataset", "zoo_dataset_options"):
+                DATASETS.check_values(
+                    preset.zoo_dataset, preset.zoo_dataset_options, where="zoo_dataset_options"
+                )
+            elif key == "sd2d_data":
+                DATASETS.check_values("scale-detection", preset.sd2d_data, where=key)
+            elif key in MODEL_FIELDS:
+                for net in getattr(preset, key):
+                    if isinstance(net, ZooNet) and ":" not in net.model:
+                        MODELS.check_values(net.model, net.options, where=f"{net.model}.options")
+        except DiffeoProbeError as exc:
+            raise DiffeoProbeError(f"{where}: {exc}") from None
 
 
 def describe_overrides(overrides: Mapping[str, Any] | None) -> str:

@@ -18,14 +18,17 @@ from diffeoprobe.config import DIFFEOS, INTERPOLATIONS, NOISES
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.limits import check_memory
 from diffeoprobe.measurement.capture import output_tensor, plan_capture, run_captured
+from diffeoprobe.measurement.fit import check_model_fits
 from diffeoprobe.measurement.stats import SensitivitySums
 from diffeoprobe.perturb import deform, matched_noise, pixel_shift, temperature_for
 from diffeoprobe.perturb.diffeo import deform_memory
 from diffeoprobe.validate import (
     check_choice,
     check_cut,
+    check_device,
     check_int,
     check_positive,
+    check_seed,
     check_signal,
     check_temperature,
 )
@@ -165,7 +168,7 @@ def measure(
     cut = check_cut(cut)
     draws = check_int(draws, "draws", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    seed = check_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     if probe_size is not None:
         probe_size = check_int(probe_size, "probe_size", minimum=2)
     interp = check_choice(interp, "interp", INTERPOLATIONS)
@@ -175,15 +178,11 @@ def measure(
         delta = check_positive(delta, "delta", allow_zero=True)
     _check_layers(layers)
     if device is not None:
+        device = check_device(device)
         model.to(device)
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = device if device is not None else _model_device(model)
 
-    images = _iter_images(data, PERTURBATION_BLOCK, probe_size)
-    first = next(images, None)
-    if first is None:
-        raise DiffeoProbeError("data: the probe set is empty; give at least 2 images")
-    check_signal(first, "data")
-    images = itertools.chain([first], images)
+    first, images = _first_batch(data, probe_size)
     size = tuple(first.shape[2:])
     _check_memory(first, _probe_count(data, probe_size), draws, batch_size, diffeo, cut, interp)
     if temperature is None:
@@ -194,9 +193,10 @@ def measure(
     was_training = model.training
     model.eval()
     try:
-        plan = plan_capture(model, layers, capture)
+        plan = plan_capture(model, layers, capture)  # checks layers and capture first
         if layers is not None:  # glob patterns resolved to the layers they match
             layers = [n for n in layers if n in ("input", "output")] + list(plan.selected)
+        check_model_fits(model, first.to(device))
         want_input = layers is None or "input" in layers
         want_output = layers is None or "output" in layers
         state = _MeasureState(set(plan.selected), layers is None)
@@ -494,6 +494,30 @@ def _iter_images(data: object, chunk: int, limit: int | None) -> Iterator[torch.
         yield x
         if limit is not None and seen >= limit:
             break
+
+
+def _first_batch(
+    data: object, probe_size: int | None
+) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:
+    """The first batch of the probe images, checked, and all the batches (it included).
+
+    Raises:
+        DiffeoProbeError: fewer than 2 images, or a first batch that is not a batch of signals.
+    """
+    images = _iter_images(data, PERTURBATION_BLOCK, probe_size)
+    first = next(images, None)
+    if first is None:
+        raise DiffeoProbeError("data: the probe set is empty; give at least 2 images")
+    check_signal(first, "data")
+    if first.shape[0] < 2:  # a loader of single images: the second one may come in its own batch
+        second = next(images, None)
+        if second is None:
+            raise DiffeoProbeError(
+                "data: the probe set holds 1 image; measure needs at least 2 (Z_k is the mean "
+                "distance between two different images)"
+            )
+        images = itertools.chain([second], images)
+    return first, itertools.chain([first], images)
 
 
 def _reblock(batches: Iterable[torch.Tensor], size: int) -> Iterator[tuple[int, torch.Tensor]]:

@@ -94,7 +94,14 @@ def _build_imported(
         raise DiffeoProbeError(
             f"model {name!r}: cannot import {attr!r} from {module_name!r} ({exc})"
         ) from None
-    model = factory(in_channels=in_channels, num_classes=num_classes, **options)
+    try:
+        model = factory(in_channels=in_channels, num_classes=num_classes, **options)
+    except TypeError as exc:  # a factory that does not take (in_channels, num_classes, **options)
+        raise DiffeoProbeError(
+            f"model {name!r}: {attr}(in_channels={in_channels}, num_classes={num_classes}"
+            f"{''.join(f', {k}={v!r}' for k, v in options.items())}) failed ({exc}); a factory "
+            "must take in_channels, num_classes and the model options"
+        ) from None
     if not isinstance(model, nn.Module):
         raise DiffeoProbeError(
             f"model {name!r}: the factory returned {type(model).__name__}, not an nn.Module"

@@ -99,15 +99,16 @@ def run_sweep(
     _check_arguments(executor, scheduler, workers, threads, retries, start_method)
     start = time.perf_counter()
     root, destination = resolve_out(out, stage)
+    published = destination.complete_runs() if destination is not None else set()
+    complete = {s.id for s in specs if s.id in published or is_complete(run_dir(root, s))}
+    result = SweepResult(skipped=[s.id for s in specs if s.id in complete])
+    todo = [s for s in specs if s.id not in complete]
+    _check_satisfiable(todo, executor, scheduler)  # before anything is written
     try:
         (root / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         where = "stage" if destination is not None else "out"
         raise DiffeoProbeError(f"{where}: cannot create {str(root / RUNS_DIR)!r} ({exc})") from None
-    published = destination.complete_runs() if destination is not None else set()
-    complete = {s.id for s in specs if s.id in published or is_complete(run_dir(root, s))}
-    result = SweepResult(skipped=[s.id for s in specs if s.id in complete])
-    todo = [s for s in specs if s.id not in complete]
     gpus, workers, threads, start_method = _resources(
         todo, executor, scheduler, workers, threads, start_method
     )
@@ -194,6 +195,47 @@ def _resources(
     if threads is None and executor == "local":
         threads = max(1, (os.cpu_count() or 1) // (workers or os.cpu_count() or 1))
     return gpus, workers, threads, start_method
+
+
+def _check_satisfiable(
+    todo: Sequence[RunSpec], executor: str | Executor, scheduler: str | None
+) -> None:
+    """Refuse, once and before any worker starts, settings none of the runs can have here: CUDA
+    on a machine without it (when the workers are this machine's), a data set whose files are
+    absent with ``download`` off. Otherwise each run would fail on its own, one by one.
+    """
+    local = executor in ("local", "serial") or (executor == "dask" and scheduler is None)
+    cuda = [s for s in todo if str(s.train.device).startswith("cuda")]
+    if cuda and local:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DiffeoProbeError(
+                f"device: {len(cuda)} of the {len(todo)} runs to do ask for "
+                f"{str(cuda[0].train.device)!r} (e.g. run {cuda[0].id}), but CUDA is not "
+                "available on this machine, where the workers run; set device: cpu in the grid, "
+                "or use --executor dask --scheduler ADDRESS with GPU workers"
+            )
+    if not local:
+        return  # other machines may hold the files
+    from diffeoprobe.data import missing_files
+
+    seen: set[tuple[str, str]] = set()
+    for spec in todo:
+        options = spec.train.dataset_options
+        key = (spec.train.dataset, str(spec.train.data_dir))
+        if options.get("download") is True or key in seen:
+            continue
+        seen.add(key)
+        problem = missing_files(spec.train.dataset, spec.train.data_dir)
+        if problem is not None:
+            users = sum(
+                1
+                for s in todo
+                if (s.train.dataset, str(s.train.data_dir)) == key
+                and s.train.dataset_options.get("download") is not True
+            )
+            raise DiffeoProbeError(f"{problem} ({users} of the {len(todo)} runs to do need it)")
 
 
 def _check_arguments(

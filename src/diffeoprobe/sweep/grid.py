@@ -31,7 +31,7 @@ from diffeoprobe.config import (
     to_dict,
     validate,
 )
-from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.errors import DiffeoProbeError, one_line
 from diffeoprobe.limits import check_runs
 
 __all__ = ["GRID_KEYS", "RunSpec", "describe", "expand_grid", "load_grid", "run_id"]
@@ -82,7 +82,7 @@ def load_grid(path: str | Path, *, only: Sequence[str] = ()) -> list[RunSpec]:
     try:
         data = yaml.load(path.read_text(), Loader=_GridLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise DiffeoProbeError(f"{path}: not valid YAML ({exc})") from None
+        raise DiffeoProbeError(f"{path}: not valid YAML ({one_line(exc)})") from None
     return expand_grid(data, source=str(path), only=only)
 
 

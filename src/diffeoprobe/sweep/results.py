@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from diffeoprobe import runs
-from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.errors import DiffeoProbeError, DiffeoProbeWarning
 from diffeoprobe.sweep import RUNS_DIR
 
 __all__ = [
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     import duckdb
 
 ORDER = ("run", "step", "depth")  # rows come sorted by these (those present)
+TABLE_COLUMNS = ("step", "layer", "depth", "rel_depth", "D", "G", "R", "D_se", "G_se", "R_se")
+"""Columns every run table has (a table without one is skipped, with a warning)."""
 RUN_COLUMNS = ("run", "grid", "status", "seconds", "attempts", "test_error")
 NOT_SETTINGS = {*RUN_COLUMNS, "seed"}  # run-table columns that are not swept settings
 
@@ -103,11 +106,40 @@ class _Files:
         with self.fs.open(path, "rb") as handle:
             return pd.read_parquet(io.BytesIO(handle.read()))
 
+    def table_problem(self, path: str) -> str | None:
+        """Why the Parquet file at ``path`` cannot be used as a run table (``None``: it can)."""
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        try:
+            if self.remote:
+                with self.fs.open(path, "rb") as handle:
+                    source: Any = io.BytesIO(handle.read())
+            else:
+                source = path
+            schema = pq.read_schema(source)
+        except Exception as exc:  # pyarrow's errors for truncated or foreign files vary
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            return f"table.parquet is not a readable Parquet file ({first})"
+        missing = [c for c in TABLE_COLUMNS if c not in schema.names]
+        if missing:
+            return f"table.parquet lacks the column(s) {', '.join(missing)}"
+        return None
+
+
+def _skip(run: str, reason: str) -> None:
+    """Warn (one line) that run ``run`` is left out of the results."""
+    warnings.warn(f"skipped run {run}: {reason}", DiffeoProbeWarning, stacklevel=3)
+
 
 def run_table(root: str | Path) -> pd.DataFrame:
     """One row per run directory under ``root/runs`` (see the module docstring for the columns)."""
     files = _Files(root)
-    rows = [_run_row(files, directory) for directory in files.run_dirs()]
+    rows = []
+    for directory in files.run_dirs():
+        try:
+            rows.append(_run_row(files, directory))
+        except DiffeoProbeError as exc:  # one corrupt run does not hide the others
+            _skip(PurePosixPath(directory).name, str(exc))
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
     table = pd.DataFrame(rows)
@@ -140,14 +172,33 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
+def _object(files: _Files, path: str, key: str | None = None) -> dict[str, Any]:
+    """The JSON object in ``path`` (``key``: the object under that key, ``{}`` if absent).
+
+    Raises:
+        DiffeoProbeError: not JSON, or not an object where one is expected.
+    """
+    value: Any = files.read_json(path)
+    name = PurePosixPath(path).name
+    if not isinstance(value, dict):
+        raise DiffeoProbeError(f"{name} holds a {type(value).__name__}, not a JSON object")
+    if key is not None:
+        value = value.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise DiffeoProbeError(f"{name}: {key!r} is not an object of sections")
+    return value
+
+
 def _run_row(files: _Files, directory: str) -> dict[str, Any]:
     record = (
-        files.read_json(f"{directory}/run.json") if files.exists(f"{directory}/run.json") else {}
+        _object(files, f"{directory}/run.json") if files.exists(f"{directory}/run.json") else {}
     )
     if files.exists(f"{directory}/config.json"):
-        config = files.read_json(f"{directory}/config.json").get("config", {})
+        config = _object(files, f"{directory}/config.json", "config")
     else:  # failed before train() wrote its config: the sweep's record holds it
         config = record.get("config", {})
+        if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+            raise DiffeoProbeError("run.json: 'config' is not an object of sections")
     done = files.exists(f"{directory}/done.json")
     failed = files.exists(f"{directory}/error.json")
     row: dict[str, Any] = dict(
@@ -156,7 +207,7 @@ def _run_row(files: _Files, directory: str) -> dict[str, Any]:
         status="done" if done else "failed" if failed else "incomplete",
         seconds=record.get("seconds"),
         attempts=len(record.get("attempts", [])),
-        test_error=files.read_json(f"{directory}/done.json").get("test_error") if done else None,
+        test_error=_object(files, f"{directory}/done.json").get("test_error") if done else None,
     )
     row.update(flatten_config(config))
     return row
@@ -185,10 +236,17 @@ def _scalar(value: object) -> object:
 
 
 def _table_files(files: _Files, table: pd.DataFrame) -> Iterator[tuple[str, str]]:
+    """Finished runs' tables that can be read and have the run table's columns; the others are
+    skipped with a warning each.
+    """
     for run in table.loc[table["status"] == "done", "run"]:
         path = f"{files.root}/{RUNS_DIR}/{run}/table.parquet"
         if files.exists(path):
-            yield run, path
+            problem = files.table_problem(path)
+            if problem is None:
+                yield run, path
+            else:
+                _skip(run, problem)
 
 
 # DuckDB settings fixed when the connection opens: no extension is installed or loaded behind the
@@ -222,6 +280,11 @@ def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
     if not files.remote and not Path(files.root).is_dir():
         raise DiffeoProbeError(f"{files.text!r} is not a directory")
     run_rows = run_table(root)
+    if run_rows.empty and files.run_dirs():
+        raise DiffeoProbeError(
+            f"{files.text!r}: none of its {len(files.run_dirs())} run(s) could be read (each is "
+            "named in a warning above)"
+        )
     if run_rows.empty:
         raise DiffeoProbeError(
             f"{files.text!r} holds no runs ({RUNS_DIR}/<id>/config.json): run `diffeoprobe sweep GRID --out {files.text}` first"
@@ -322,6 +385,8 @@ def query(
         con.close()
 
 
-def export(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a query's rows to ``.csv`` or ``.parquet``, atomically."""
-    return runs.write_table(table, path)
+def export(table: pd.DataFrame, path: str | Path, *, keep: bool = False) -> Path:
+    """Write a query's rows to ``.csv`` or ``.parquet``, atomically (``keep``: see
+    :func:`~diffeoprobe.runs.write_table`).
+    """
+    return runs.write_table(table, path, keep=keep)
