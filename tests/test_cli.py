@@ -87,9 +87,10 @@ def test_measure_loads_a_checkpoint_and_refuses_one_that_does_not_fit(
     assert code == 0
     bad = tmp_path / "bad.safetensors"
     save_weights(build("simplecnn1d", 1, 2, depth=3), bad)
-    code, _, err = run_cli(monkeypatch, capsys, "measure", *SMALL, "--checkpoint", str(bad))
+    code, _, err = run_cli(monkeypatch, capsys, "measure", *SMALL, "--weights", str(bad))
     assert code == 2
     assert "does not fit the model" in err and "block3" in err and "Traceback" not in err
+    assert "unexpected keys" in err  # the mismatch names the keys
 
 
 @pytest.mark.parametrize(

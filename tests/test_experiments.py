@@ -383,3 +383,15 @@ def test_fit_power_on_too_few_points() -> None:
         0.0,
         0.0,
     )
+
+
+def test_reproduce_takes_a_device(monkeypatch, capsys, tmp_path) -> None:
+    code, _, err = run_cli(monkeypatch, capsys, "reproduce", "tiny", "--device", "tpu")
+    assert code == 2 and "--device must be cpu, cuda or cuda:N" in err and err.count("\n") == 1
+    code, out, _ = run_cli(
+        monkeypatch, capsys, "reproduce", "tiny", "--only", "theory", "--device", "cpu",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, out
+    record = json.loads((tmp_path / "reproduce.json").read_text())
+    assert record["overrides"] == {} and record["machine"]["device"] == "cpu"

@@ -45,7 +45,13 @@ def measure(
     split: Annotated[str, typer.Option(help="train or test")] = "test",
     data_dir: Annotated[Path | None, typer.Option(help="where the data set files are")] = None,
     checkpoint: Annotated[
-        Path | None, typer.Option(help=".safetensors (or .pt) weights for the model")
+        Path | None,
+        typer.Option(
+            "--weights",
+            "--checkpoint",
+            help="weights for the model: .safetensors, or a PyTorch state dict (.pt, read with "
+            "weights_only); a mismatch names the missing and unexpected keys",
+        ),
     ] = None,
     model_option: Annotated[
         list[str] | None, typer.Option("--model-option", "-m", help="KEY=VALUE for the model")

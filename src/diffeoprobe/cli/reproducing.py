@@ -69,6 +69,13 @@ def reproduce(
     list_figures: Annotated[
         bool, typer.Option("--list", help="list the figures and presets, then exit")
     ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="train and measure every run there: cpu, cuda, cuda:N (the same as --set "
+            "device=...) [default: the preset's, cpu]"
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -111,6 +118,12 @@ def reproduce(
         raise DiffeoProbeError(f"--executor must be local, dask or serial, got {executor!r}")
     if workers is not None and workers < 1:
         raise DiffeoProbeError(f"--workers must be >= 1, got {workers}")
+    if device is not None:
+        from diffeoprobe.validate import check_device
+
+        check_device(device, "--device")
+        if device != get_preset(preset).device:  # the preset's own device is no override
+            set_ = [*(set_ or []), f"device={device}"]
     overrides = parse_overrides(set_)  # a bad --set fails before any work, as does --only
     chosen = apply_overrides(get_preset(preset), overrides)
     figure_specs(chosen, only)
