@@ -87,3 +87,28 @@ def test_a_directory_without_a_model_and_wrong_channels_are_refused(
         dp.models.build(f"hf:{tmp_path}", 3, 3)
     with pytest.raises(DiffeoProbeError, match="takes 3-channel images, the data have 1"):
         dp.models.build(f"hf:{tiny_vit}", 1, 3)
+
+
+def test_the_cli_measures_a_folder_with_the_models_preprocessing(
+    tiny_vit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import sys
+
+    from PIL import Image
+
+    from diffeoprobe.cli import main
+
+    for label in ("a", "b", "c"):
+        for i in range(2):
+            Image.new("RGB", (20 + i, 24), (40 * i, 90, 200)).save(tmp_path / f"{label}{i}.png")
+    out = tmp_path / "vit.csv"
+    argv = ["diffeoprobe", "measure", "--model", f"hf:{tiny_vit}", "--dataset", "folder"]
+    argv += ["-d", f"root={tmp_path}", "--probe-size", "6", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "preprocessing of hf:" in printed and "size=16" in printed and "std=[0.25" in printed
+    assert out.is_file() and "vit." in out.read_text()

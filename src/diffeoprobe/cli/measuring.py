@@ -34,6 +34,22 @@ def load_probe(
     return datasets.build(dataset, split=split, data_dir=data_dir, seed=seed, **options)
 
 
+def _model_preprocessing(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The folder's size, mean and std from what a ``hf:`` model declares, where the user gave
+    none (``-d stats=`` counts as given); the values used are printed.
+    """
+    from diffeoprobe.models.pretrained import preprocessing
+
+    declared = preprocessing(model) or {}
+    taken = {k: v for k, v in declared.items() if k not in options and "stats" not in options}
+    if "size" in declared and "size" not in options:
+        taken["size"] = declared["size"]
+    if taken:
+        shown = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in taken.items())
+        console.print(f"preprocessing of {model}: {shown}", markup=False)
+    return {**options, **taken}
+
+
 def measure(
     model: Annotated[
         str | None,
@@ -98,6 +114,8 @@ def measure(
     check_device(device, "--device")
     layer_names = [name.strip() for name in layers.split(",")] if layers else None
     data_options = parse_options(dataset_option, "--dataset-option")
+    if dataset == "folder" and model is not None and model.lower().startswith("hf:"):
+        data_options = _model_preprocessing(model, data_options)
     data = load_probe(dataset, split, data_dir, seed, data_options)
     if len(data) < 2:
         raise DiffeoProbeError(
