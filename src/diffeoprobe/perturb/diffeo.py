@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from diffeoprobe.config import INTERPOLATIONS
 from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.perturb.checks import check_device, check_dtype, check_generator
 from diffeoprobe.validate import (
     MAX_TEMPERATURE,
     check_choice,
@@ -159,11 +160,11 @@ def sample_displacement(
     size = check_size(size)
     temperature = check_temperature(temperature)
     cut = check_cut(cut)
-    if not dtype.is_floating_point:
-        raise DiffeoProbeError(f"dtype must be a floating-point dtype, got {dtype}")
+    dtype = check_dtype(dtype)
+    generator = check_generator(generator)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = check_device(device)
 
     ndim = len(size)
     work = torch.float64 if dtype == torch.float64 else torch.float32
@@ -615,6 +616,7 @@ def deform(
     temperature = check_temperature(temperature)
     cut = check_cut(cut)
     check_choice(interp, "interp", INTERPOLATIONS)
+    generator = check_generator(generator)
     if temperature == 0:
         return x.clone()
     size = tuple(x.shape[2:])
