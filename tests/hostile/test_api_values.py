@@ -520,6 +520,7 @@ KNOWN_SCALARS: dict[str, str] = {}
 @settings(
     max_examples=40,
     derandomize=True,
+    database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
@@ -541,3 +542,47 @@ def test_any_scalar_gives_a_finite_answer_or_one_error(
     for v in values:
         finite = bool(torch.isfinite(v).all()) if isinstance(v, torch.Tensor) else math.isfinite(v)
         assert finite, f"{function}({kwargs}) = {result}: not finite and not refused"
+
+
+# Property-based: any rank, shape (empty sides included) and dtype for the image arguments.
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool]
+HOSTILE_TENSORS = st.builds(
+    lambda shape, dtype: torch.zeros(shape, dtype=dtype),
+    st.lists(st.integers(min_value=0, max_value=5), min_size=0, max_size=5),
+    st.sampled_from(DTYPES),
+)
+
+
+def _zero_field(x: torch.Tensor) -> torch.Tensor:
+    """A zero displacement that fits ``x`` when ``x`` is a batch of signals or images."""
+    if x.dim() in (3, 4):
+        return torch.zeros(x.shape[0], x.dim() - 2, *x.shape[2:])
+    return torch.zeros(1, 1, 4)
+
+
+TENSOR_CALLS: dict[str, Callable[[torch.Tensor], object]] = {
+    "deform": lambda x: dp.deform(x, temperature=1e-3, cut=2),
+    "deform-gaussian": lambda x: dp.deform(x, temperature=1e-3, cut=2, interp="gaussian"),
+    "remap": lambda x: dp.remap(x, _zero_field(x)),
+    "matched_noise": lambda x: dp.matched_noise(x, x),
+    "pixel_shift": lambda x: dp.pixel_shift(x),
+}
+KNOWN_TENSORS: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    "function",
+    [pytest.param(f, id=f, marks=xfail_if(KNOWN_TENSORS, f)) for f in TENSOR_CALLS],
+)
+@settings(max_examples=40, derandomize=True, database=None, deadline=None)
+@given(x=HOSTILE_TENSORS)
+def test_any_tensor_gives_a_result_of_its_shape_or_one_error(
+    function: str, x: torch.Tensor
+) -> None:
+    try:
+        with time_limit():
+            out = TENSOR_CALLS[function](x)
+    except DiffeoProbeError as exc:
+        assert_one_line(str(exc), ("x", "displacement"))
+        return
+    assert isinstance(out, torch.Tensor) and out.shape == x.shape and out.dtype == x.dtype
