@@ -20,6 +20,9 @@ __all__ = [
     "check_choice",
     "check_cut",
     "check_device",
+    "check_dtype",
+    "check_flag",
+    "check_generator",
     "check_int",
     "check_positive",
     "check_seed",
@@ -167,4 +170,27 @@ def check_device(device: object, name: str = "device") -> torch.device:
             raise DiffeoProbeError(
                 f"{name} {str(device)!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
             )
+    return value
+
+
+def check_generator(generator: object, name: str = "generator") -> torch.Generator | None:
+    """``None`` or a :class:`torch.Generator`."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise DiffeoProbeError(
+            f"{name} must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+    return generator
+
+
+def check_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
+    """A floating-point :class:`torch.dtype`."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise DiffeoProbeError(f"{name} must be a floating-point torch dtype, got {dtype!r}")
+    return dtype
+
+
+def check_flag(value: object, name: str) -> bool:
+    """``True`` or ``False`` (no truthy strings)."""
+    if not isinstance(value, bool):
+        raise DiffeoProbeError(f"{name} must be True or False, got {value!r}")
     return value

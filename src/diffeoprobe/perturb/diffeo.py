@@ -34,6 +34,9 @@ from diffeoprobe.validate import (
     MAX_TEMPERATURE,
     check_choice,
     check_cut,
+    check_device,
+    check_dtype,
+    check_generator,
     check_int,
     check_positive,
     check_signal,
@@ -161,11 +164,11 @@ def sample_displacement(
     size = check_size(size)
     temperature = check_temperature(temperature)
     cut = check_cut(cut)
-    if not dtype.is_floating_point:
-        raise DiffeoProbeError(f"dtype must be a floating-point dtype, got {dtype}")
+    dtype = check_dtype(dtype)
+    generator = check_generator(generator)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = check_device(device)
 
     ndim = len(size)
     work = torch.float64 if dtype == torch.float64 else torch.float32
@@ -667,6 +670,7 @@ def deform(
     temperature = check_temperature(temperature)
     cut = check_cut(cut)
     check_choice(interp, "interp", INTERPOLATIONS)
+    generator = check_generator(generator)
     if temperature == 0:
         return x.clone()
     _check_memory(x, cut, interp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from diffeoprobe.errors import DiffeoProbeError
-from diffeoprobe.validate import check_signal
+from diffeoprobe.validate import check_flag, check_generator, check_signal
 
 __all__ = [
     "matched_noise",
@@ -47,6 +47,8 @@ def matched_noise(
     """
     check_signal(x, "x")
     check_signal(xt, "xt")
+    generator = check_generator(generator)
+    rectified = check_flag(rectified, "rectified")
     if xt.shape != x.shape:
         raise DiffeoProbeError(
             f"xt must have the shape of x {tuple(x.shape)}, got {tuple(xt.shape)}"

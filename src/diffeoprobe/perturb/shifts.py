@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from diffeoprobe.validate import check_int, check_signal
+from diffeoprobe.validate import check_generator, check_int, check_signal
 
 __all__ = [
     "pixel_shift",
@@ -52,6 +52,7 @@ def pixel_shift(
     check_signal(x)
     if block is not None:
         block = check_int(block, "block", minimum=1)
+    generator = check_generator(generator)
     b, c = x.shape[:2]
     size = x.shape[2:]
     draw_device = generator.device if generator is not None else x.device
