@@ -46,6 +46,8 @@ INTERPOLATIONS = ("bilinear", "nearest", "gaussian")  # how a deformed image is 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 LOSSES = ("cross-entropy", "hinge")
+MAX_LR = 1e30  # float32 holds up to 3.4e38: torch's optimisers cannot take a larger lr
+MAX_ALPHA = 1e15  # the output scale: alpha^2 divides the loss and must fit a float32
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,14 @@ def _validate_measure(config: MeasureConfig, name: Callable[[str], str]) -> None
 def _validate_train(config: TrainConfig, name: Callable[[str], str]) -> None:
     from diffeoprobe.validate import check_choice, check_int, check_positive, check_seed
 
+    for mapping in ("model_options", "dataset_options"):
+        value = getattr(config, mapping)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise DiffeoProbeError(f"{name(mapping)} must be a mapping KEY: VALUE, got {value!r}")
+    if config.data_dir is not None and not isinstance(config.data_dir, str):
+        raise DiffeoProbeError(
+            f"{name('data_dir')} must be a path or null, got {config.data_dir!r}"
+        )
     if ":" not in str(config.model):  # module.path:factory and timm:NAME are checked when built
         from diffeoprobe.models import MODELS
 
@@ -259,6 +269,11 @@ def _validate_train(config: TrainConfig, name: Callable[[str], str]) -> None:
     check_positive(config.momentum, name("momentum"), allow_zero=True)
     check_positive(config.weight_decay, name("weight_decay"), allow_zero=True)
     check_positive(config.alpha, name("alpha"))
+    for field_name, top in (("lr", MAX_LR), ("momentum", 1.0), ("alpha", MAX_ALPHA)):
+        if getattr(config, field_name) > top:
+            raise DiffeoProbeError(
+                f"{name(field_name)} must be <= {top:g}, got {getattr(config, field_name)!r}"
+            )
     check_choice(config.optimizer, name("optimizer"), OPTIMIZERS)
     check_choice(config.schedule, name("schedule"), SCHEDULES)
     check_choice(config.loss, name("loss"), LOSSES)

@@ -152,6 +152,11 @@ def train_together(
         TrainingDiverged: the loss of some members became NaN/inf; the others were trained to the
             end and finished first, the diverged ones keep their last good checkpoint.
     """
+    for name, value in (("configs", configs), ("outs", outs)):
+        if isinstance(value, (str, bytes, Path)) or not isinstance(value, Sequence):
+            raise DiffeoProbeError(f"{name} must be a list, got {type(value).__name__}")
+    if not all(isinstance(c, TrainConfig) for c in configs):
+        raise DiffeoProbeError("configs must hold TrainConfig objects only")
     configs, dirs = list(configs), [Path(o) for o in outs]
     problem = _config_problem(configs)
     if problem is not None:

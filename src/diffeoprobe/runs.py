@@ -79,7 +79,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DiffeoProbeError(f"table {str(path)!r} does not exist")
-    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    try:
+        return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # pyarrow / pandas raise many types for a corrupt file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DiffeoProbeError(
+            f"table {str(path)!r} could not be read ({type(exc).__name__}: {first})"
+        ) from None
 
 
 def save_weights(
@@ -207,7 +213,7 @@ def read_json(path: str | Path) -> dict:
     """Read a JSON file written by :func:`write_json`; a corrupt one is a DiffeoProbeError."""
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DiffeoProbeError(f"{str(path)!r} could not be read as JSON ({exc})") from exc
 
 

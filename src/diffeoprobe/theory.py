@@ -367,6 +367,14 @@ def power_laws(
     return PowerLaws(d, g, r)
 
 
+def _numbers(values: object, name: str) -> np.ndarray:
+    """``values`` as float64 numbers, or one error naming ``name``."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DiffeoProbeError(f"{name} must be a sequence of numbers, got {values!r}") from None
+
+
 def fit_exponent(
     k: Sequence[float] | np.ndarray | pd.Series,
     values: Sequence[float] | np.ndarray | pd.Series,
@@ -400,8 +408,7 @@ def fit_exponent(
     Law(kind='power', exponent=0.5..., prefactor=2.0..., offset=0.99...)
     """
     check_choice(kind, "kind", LAW_KINDS)
-    k = np.asarray(k, dtype=np.float64)
-    values = np.asarray(values, dtype=np.float64)
+    k, values = _numbers(k, "k"), _numbers(values, "values")
     if k.ndim != 1 or k.shape != values.shape:
         raise DiffeoProbeError(
             f"k and values must be 1D of the same length, got shapes {k.shape} and {values.shape}"

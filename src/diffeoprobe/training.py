@@ -81,6 +81,10 @@ def check_config(config: TrainConfig, measure: MeasureConfig | None = None) -> N
     """:func:`diffeoprobe.config.validate` on both configs, and the device present on this
     machine: every check before any work starts (one clear error naming the field).
     """
+    if not isinstance(config, TrainConfig):
+        raise DiffeoProbeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if measure is not None and not isinstance(measure, MeasureConfig):
+        raise DiffeoProbeError(f"measure must be a MeasureConfig, got {type(measure).__name__}")
     validate(config)
     if measure is not None:
         validate(measure)

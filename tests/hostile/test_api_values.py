@@ -360,26 +360,10 @@ KNOWN: dict[str, str] = {
     "matched_noise-xt-inf": _NAN,
     "pixel_shift-x-nan": _NAN,
     "pixel_shift-x-inf": _NAN,
-    "measure-channel_mean-type": "channel_mean='yes': " + _NOT_VALIDATED,
-    **{
-        f"models.build-input_size-{label}": f"input_size ({label}): " + _NOT_VALIDATED
-        for label in ("type", "float", "bool", "zero", "negative")
-    },
     "data.build-noise_norm-huge": "noise_norm=1e300: " + _NOT_VALIDATED,
     "theory.exact_sensitivities-noise_scale-huge": "noise_scale=1e300: measure's non-finite "
     "sums error, which does not name noise_scale",
     "theory.exact_sensitivities-value-huge": "value=1e300: RuntimeError float overflow",
-    "theory.fit_exponent-k-type": "k='yes': ValueError could not convert string to float",
-    "theory.fit_exponent-values-type": "values='yes': ValueError could not convert string",
-    "train-config-type": "config='yes': TypeError from validate",
-    "train-config-none": "config=None: TypeError from validate",
-    "train-config-dict": "config={...}: TypeError from validate",
-    "train-measure-type": "measure='yes': TypeError from validate",
-    "train_together-configs-type": "configs='yes': TypeError asdict()",
-    "train_together-configs-none": "configs=None: TypeError not iterable",
-    "train_together-outs-none": "outs=None: TypeError not iterable",
-    "reproduce-executor-unknown": "executor='nope' (API): " + _NOT_VALIDATED,
-    "reproduce-workers-zero": "workers=0 (API): " + _NOT_VALIDATED,
 }
 
 
@@ -451,11 +435,7 @@ FIELD_OK = {  # values a field accepts although they look hostile
     ("TrainConfig", "data_dir", "unknown"),
     ("TrainConfig", "weight_decay", "negative"),
 }
-KNOWN_FIELDS: dict[str, str] = {
-    "TrainConfig.model_options-type": "model_options=[1]: validate accepts it",
-    "TrainConfig.dataset_options-type": "dataset_options=[1]: validate accepts it",
-    "TrainConfig.data_dir-type": "data_dir=3: validate accepts it",
-}
+KNOWN_FIELDS: dict[str, str] = {}
 
 
 def _field_cases() -> list[Any]:

@@ -150,12 +150,7 @@ MAY_WORK = {  # values that look hostile but mean something: the command may suc
 }
 
 # Cases that break the promise today (case id -> what happens); each is a strict xfail.
-_CRASH = "a traceback instead of one line: "
-KNOWN: dict[str, str] = {
-    "train---lr-huge": _CRASH + "RuntimeError value cannot be converted to float (torch.optim)",
-    "train---momentum-huge": "--momentum 1e300 is accepted: the run trains",
-    "train---alpha-huge": _CRASH + "OverflowError Numerical result out of range (training.py)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _cases() -> list[Any]:

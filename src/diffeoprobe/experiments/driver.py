@@ -162,6 +162,12 @@ def reproduce(
     """
     preset = get_preset(preset)
     specs = figure_specs(preset, only)
+    if executor is not None and executor not in ("local", "dask", "serial"):
+        raise DiffeoProbeError(f"executor must be one of local, dask, serial, got {executor!r}")
+    if workers is not None:
+        from diffeoprobe.validate import check_int
+
+        check_int(workers, "workers", minimum=1)
     root = Path(out)
     if not force:
         _check_same_preset(root, preset, overrides)

@@ -26,6 +26,7 @@ from diffeoprobe.validate import (
     check_choice,
     check_cut,
     check_device,
+    check_flag,
     check_int,
     check_positive,
     check_seed,
@@ -166,6 +167,7 @@ def measure(
     if not isinstance(model, nn.Module):
         raise DiffeoProbeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     cut = check_cut(cut)
+    channel_mean = check_flag(channel_mean, "channel_mean")
     draws = check_int(draws, "draws", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     seed = check_seed(seed)

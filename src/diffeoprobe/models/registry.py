@@ -24,6 +24,7 @@ from torch import nn
 
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.registry import Registry
+from diffeoprobe.validate import check_int
 
 from .alexnet import AlexNet
 from .efficientnet import EfficientNet
@@ -70,6 +71,8 @@ def build(
     >>> net(torch.zeros(4, 1, 128)).shape
     torch.Size([4, 2])
     """
+    if input_size is not None:
+        check_int(input_size, "input_size", minimum=1)
     if str(name).lower().startswith(HF_PREFIX):
         return build_hf(str(name)[len(HF_PREFIX) :], in_channels, options)
     if str(name).lower().startswith(TIMM_PREFIX):

@@ -81,8 +81,12 @@ def load_grid(path: str | Path, *, only: Sequence[str] = ()) -> list[RunSpec]:
         raise DiffeoProbeError(f"grid file {str(path)!r} does not exist")
     try:
         data = yaml.load(path.read_text(), Loader=_GridLoader)  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError:
+        raise DiffeoProbeError(f"{path}: not a text file (a grid file is YAML)") from None
     except yaml.YAMLError as exc:
         raise DiffeoProbeError(f"{path}: not valid YAML ({one_line(exc)})") from None
+    if data is None:
+        raise DiffeoProbeError(f"{path}: the grid file is empty (see docs/sweeps.md for its keys)")
     return expand_grid(data, source=str(path), only=only)
 
 
