@@ -36,7 +36,7 @@ from diffeoprobe.measurement import measure
 from diffeoprobe.measurement.core import Diffeo, Noise
 from diffeoprobe.models.simple_cnn import ACTIVATIONS
 from diffeoprobe.perturb import matched_noise
-from diffeoprobe.validate import check_choice, check_int, check_positive
+from diffeoprobe.validate import MAX_AMPLITUDE, check_choice, check_int, check_positive
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
@@ -222,8 +222,8 @@ def exact_sensitivities(
     given = "size" if size is not None else "depth, filter_size and stride"
     size = _check_size(size, dim, depth, filter_size, stride)
     check_choice(noise, "noise", NOISES)
-    noise_scale = check_positive(noise_scale, "noise_scale")
-    value = check_positive(value, "value")
+    noise_scale = check_positive(noise_scale, "noise_scale", maximum=MAX_AMPLITUDE)
+    value = check_positive(value, "value", maximum=MAX_AMPLITUDE)
     seed = check_int(seed, "seed", minimum=0)
     draws = check_int(draws, "draws", minimum=1)
     if isinstance(probe, str):

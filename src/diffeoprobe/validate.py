@@ -15,6 +15,7 @@ import torch
 from diffeoprobe.errors import DiffeoProbeError
 
 __all__ = [
+    "MAX_AMPLITUDE",
     "MAX_SEED",
     "MAX_TEMPERATURE",
     "check_choice",
@@ -61,16 +62,24 @@ def check_temperature(temperature: float, name: str = "temperature") -> float:
     return value
 
 
-def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
-    """A finite real number ``> 0`` (or ``>= 0`` with ``allow_zero``)."""
-    bound = ">= 0" if allow_zero else "> 0"
+def check_positive(
+    value: float, name: str, *, allow_zero: bool = False, maximum: float | None = None
+) -> float:
+    """A finite real number ``> 0`` (or ``>= 0`` with ``allow_zero``), at most ``maximum``."""
+    bound = (">= 0" if allow_zero else "> 0") + (f" and <= {maximum:g}" if maximum else "")
     try:
         out = float(value)
     except (TypeError, ValueError):
         raise DiffeoProbeError(f"{name} must be a real number {bound}, got {value!r}") from None
     if not math.isfinite(out) or out < 0 or (out == 0 and not allow_zero):
         raise DiffeoProbeError(f"{name} must be a finite number {bound}, got {value!r}")
+    if maximum is not None and out > maximum:
+        raise DiffeoProbeError(f"{name} must be a finite number {bound}, got {value!r}")
     return out
+
+
+MAX_AMPLITUDE = 1e6
+"""The largest image value, noise norm or amplitude accepted (their squares must fit a float32)."""
 
 
 def check_int(value: object, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
@@ -111,7 +120,11 @@ def check_size(size: int | Sequence[int], name: str = "size") -> tuple[int, ...]
 
 
 def check_signal(x: object, name: str = "x") -> torch.Tensor:
-    """A floating-point batch of 1D signals ``(B, C, L)`` or 2D images ``(B, C, H, W)``."""
+    """A floating-point batch of 1D signals ``(B, C, L)`` or 2D images ``(B, C, H, W)``, finite.
+
+    Finiteness is checked on the CPU only: on a GPU it would cost a host synchronisation per
+    call (``measure`` refuses non-finite representations on every device instead).
+    """
     if not isinstance(x, torch.Tensor):
         raise DiffeoProbeError(
             f"{name} must be a torch.Tensor of shape (B, C, L) or (B, C, H, W), got {type(x).__name__}"
@@ -126,6 +139,8 @@ def check_signal(x: object, name: str = "x") -> torch.Tensor:
         )
     if x.numel() == 0:
         raise DiffeoProbeError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if x.device.type == "cpu" and not bool(torch.isfinite(x).all()):
+        raise DiffeoProbeError(f"{name} holds NaN or infinite values")
     return x
 
 

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from diffeoprobe.errors import DiffeoProbeError
 from diffeoprobe.registry import Registry
-from diffeoprobe.validate import check_choice, check_positive, check_seed
+from diffeoprobe.validate import MAX_AMPLITUDE, check_choice, check_positive, check_seed
 
 from .cifar import CIFAR10_ARCHIVE, CIFAR10_DIR, load_cifar10
 from .download import DATA_CACHE, fetch
@@ -83,7 +83,7 @@ def build(
     """
     split = check_choice(split, "split", SPLITS)
     seed = check_seed(seed)
-    noise_norm = check_positive(noise_norm, "noise_norm", allow_zero=True)
+    noise_norm = check_positive(noise_norm, "noise_norm", allow_zero=True, maximum=MAX_AMPLITUDE)
     noise_mode = check_choice(noise_mode, "noise_mode", NOISE_MODES)
     if not isinstance(normalize, bool):
         raise DiffeoProbeError(f"normalize must be true or false, got {normalize!r}")

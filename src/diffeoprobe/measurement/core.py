@@ -448,7 +448,12 @@ def _noise(noise: str | Noise) -> Noise:
 def _matched(
     x: torch.Tensor, xt: torch.Tensor, g: torch.Generator, *, rectified: bool
 ) -> torch.Tensor:
-    return matched_noise(x, xt, generator=g, rectified=rectified)
+    try:
+        return matched_noise(x, xt, generator=g, rectified=rectified)
+    except DiffeoProbeError as exc:  # what the diffeo returned: say so, not "xt"
+        raise DiffeoProbeError(
+            f"diffeo: the deformed images are not usable ({str(exc).replace('xt ', '')})"
+        ) from None
 
 
 def _check_layers(layers: Sequence[str] | None) -> None:
