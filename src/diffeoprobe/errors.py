@@ -3,6 +3,7 @@
 __all__ = [
     "DiffeoProbeError",
     "DiffeoProbeWarning",
+    "first_line",
     "one_line",
 ]
 
@@ -20,6 +21,17 @@ class DiffeoProbeWarning(UserWarning):
 
     One line, naming what was skipped and why; the CLI prints it as ``warning: ...``.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    r"""The first line of an exception's message (its type's name when it has none): for
+    messages whose later lines carry advice that does not apply (torch's ``weights_only`` text).
+
+    >>> first_line(ValueError("bad file\nretry with weights_only=False"))
+    'bad file'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def one_line(exc: BaseException) -> str:

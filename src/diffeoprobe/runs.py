@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from diffeoprobe.atomic import atomic_write_bytes, write_or_keep
-from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.errors import DiffeoProbeError, first_line
 
 __all__ = [
     "LOCK_NAME",
@@ -82,7 +82,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pyarrow / pandas raise many types for a corrupt file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DiffeoProbeError(
             f"table {str(path)!r} could not be read ({type(exc).__name__}: {first})"
         ) from None

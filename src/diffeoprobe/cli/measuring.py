@@ -41,9 +41,8 @@ def _model_preprocessing(model: str, options: dict[str, Any]) -> dict[str, Any]:
     from diffeoprobe.models.pretrained import preprocessing
 
     declared = preprocessing(model) or {}
-    taken = {k: v for k, v in declared.items() if k not in options and "stats" not in options}
-    if "size" in declared and "size" not in options:
-        taken["size"] = declared["size"]
+    given = set(options) | ({"mean", "std"} if "stats" in options else set())
+    taken = {k: v for k, v in declared.items() if k not in given}
     if taken:
         shown = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in taken.items())
         console.print(f"preprocessing of {model}: {shown}", markup=False)

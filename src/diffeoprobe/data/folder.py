@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.errors import DiffeoProbeError, first_line
 from diffeoprobe.validate import check_choice, check_int
 
 __all__ = ["IMAGE_SUFFIXES", "STATISTICS", "image_folder", "tensor_file"]
@@ -214,7 +214,7 @@ def tensor_file(
         else:
             content = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DiffeoProbeError(f"path {path!r} could not be read as tensors: {first}") from None
     x, y = _x_and_y(content, path)
     if labels is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from diffeoprobe.errors import DiffeoProbeError
+from diffeoprobe.errors import DiffeoProbeError, first_line
 
 __all__ = ["HF_PREFIX", "Preprocessing", "build_hf", "preprocessing"]
 
@@ -62,7 +62,7 @@ def build_hf(name: str, in_channels: int, options: dict[str, Any]) -> nn.Module:
             source, local_files_only=local, **options
         )
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         where = "" if not local or Path(source).is_dir() else " (offline: only local directories)"
         raise DiffeoProbeError(f"model 'hf:{name}' could not be loaded{where}: {first}") from None
     channels = getattr(model.config, "num_channels", in_channels)
